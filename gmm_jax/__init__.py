@@ -1,0 +1,79 @@
+"""gmm_jax: Gaussian mixture models fit by EM in JAX, with every derivation checked by automatic differentiation.
+
+Layers: math (pure, whole-array: :mod:`gmm_jax.em`, :mod:`gmm_jax.params`), algorithms (jitted entry points:
+:func:`fit`, :func:`kmeans`), model functions (:mod:`gmm_jax.model`).
+"""
+
+from gmm_jax.em import (
+    SuffStats,
+    add_stats,
+    e_step,
+    elbo,
+    em_step,
+    log_gaussian,
+    log_joint,
+    log_likelihood,
+    m_step,
+    score_samples,
+    sufficient_stats,
+)
+from gmm_jax.fit import FitResult, fit, restart_keys
+from gmm_jax.kmeans import KMeansResult, kmeans, kmeans_plusplus, kmeans_predict
+from gmm_jax.model import aic, bic, predict, predict_log_proba, predict_proba, sample, sample_component, score
+from gmm_jax.params import (
+    COVARIANCE_TYPES,
+    GMMParams,
+    UnconstrainedParams,
+    cov_chol_from_prec_chol,
+    covariances_from_prec_chol,
+    from_covariances,
+    from_unconstrained,
+    n_parameters,
+    prec_chol_from_covariances,
+    prec_chol_from_precisions,
+    precisions_from_prec_chol,
+    to_unconstrained,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "FitResult",
+    "GMMParams",
+    "KMeansResult",
+    "SuffStats",
+    "UnconstrainedParams",
+    "add_stats",
+    "aic",
+    "bic",
+    "cov_chol_from_prec_chol",
+    "covariances_from_prec_chol",
+    "e_step",
+    "elbo",
+    "em_step",
+    "fit",
+    "from_covariances",
+    "from_unconstrained",
+    "kmeans",
+    "kmeans_plusplus",
+    "kmeans_predict",
+    "log_gaussian",
+    "log_joint",
+    "log_likelihood",
+    "m_step",
+    "n_parameters",
+    "prec_chol_from_covariances",
+    "prec_chol_from_precisions",
+    "precisions_from_prec_chol",
+    "predict",
+    "predict_log_proba",
+    "predict_proba",
+    "restart_keys",
+    "sample",
+    "sample_component",
+    "score",
+    "score_samples",
+    "sufficient_stats",
+    "to_unconstrained",
+]

@@ -1,0 +1,87 @@
+"""Row-blocked reductions and maps: scratch memory is one block's worth, never n x K x D."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Elements of the largest (block, K, D) temporary: 2**21 float32 = 8 MiB.
+_SCRATCH_ELEMENTS = 1 << 21
+
+
+def default_block_size(n: int, n_components: int, n_features: int) -> int:
+    """Rows per block so that a (block, K, D) temporary stays near 8 MiB; at most n."""
+    b = _SCRATCH_ELEMENTS // max(1, n_components * n_features)
+    b = max(64, min(b, 16384))
+    return int(max(1, min(b, n)))
+
+
+def resolve_block_size(block_size, n: int, n_components: int, n_features: int) -> int:
+    if block_size is None:
+        return default_block_size(n, n_components, n_features)
+    return int(max(1, min(int(block_size), n)))
+
+
+def block_slices(X: jax.Array, block_size: int, sample_weight, i):
+    """Block ``i`` of X: rows ``[start, start + B)`` with ``start = min(i B, n - B)``, and their weights.
+
+    The last block is shifted back so it stays in bounds; rows already covered by the previous block get weight 0,
+    so no padding copy of X is ever made.
+
+    Returns:
+      (start, xb (B, D), wb (B,)).
+    """
+    n = X.shape[0]
+    b = block_size
+    start = jnp.minimum(i * b, n - b)
+    xb = lax.dynamic_slice_in_dim(X, start, b, axis=0)
+    valid = (start + jnp.arange(b)) >= i * b
+    if sample_weight is None:
+        wb = valid.astype(X.dtype)
+    else:
+        wb = jnp.where(valid, lax.dynamic_slice_in_dim(sample_weight, start, b, axis=0), 0).astype(X.dtype)
+    return start, xb, wb
+
+
+def n_blocks(n: int, block_size: int) -> int:
+    return -(-n // block_size)
+
+
+def block_reduce(fn, X: jax.Array, block_size: int, sample_weight=None):
+    """``sum_i fn(xb_i, wb_i, i)`` over row blocks (pytree outputs added leaf-wise).
+
+    ``fn(xb, wb, i)`` gets a (B, D) block, its (B,) weights (0 for rows outside the block) and the block index.
+    """
+    nb = n_blocks(X.shape[0], block_size)
+
+    def one(i):
+        _, xb, wb = block_slices(X, block_size, sample_weight, i)
+        return fn(xb, wb, i)
+
+    acc = one(0)
+    if nb == 1:
+        return acc
+    return lax.fori_loop(1, nb, lambda i, a: jax.tree.map(jnp.add, a, one(i)), acc)
+
+
+def row_map(fn, X: jax.Array, block_size: int):
+    """``fn`` applied to every row of X (vmapped within blocks of ``block_size`` rows)."""
+    if block_size >= X.shape[0]:
+        return jax.vmap(fn)(X)
+    return lax.map(fn, X, batch_size=block_size)
+
+
+def data_shift(X: jax.Array, block_size: int, sample_weight=None) -> jax.Array:
+    """A reference point near the data's (weighted) mean, computed without cancellation.
+
+    Two passes: first relative to ``X[0]``, so that for data with a large offset the differences are exact
+    (Sterbenz) and their mean is accurate in float32.  Returns (D,).
+    """
+    x0 = X[0]
+
+    def fn(xb, wb, i):
+        return jnp.sum(wb[:, None] * (xb - x0), axis=0), jnp.sum(wb)
+
+    s, w = block_reduce(fn, X, block_size, sample_weight)
+    return x0 + s / jnp.maximum(w, jnp.finfo(X.dtype).tiny)

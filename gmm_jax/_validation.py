@@ -1,0 +1,165 @@
+"""Input validation for the entry points (runs before jit; nothing inside jitted code raises).
+
+Validation is skipped for traced values (a caller composing ``fit`` inside its own ``jax.jit``), since their
+values are unknown at trace time; such callers rely on the result flags (``finite``, ``converged``).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmm_jax.params import COVARIANCE_TYPES, GMMParams, check_covariance_type, prec_chol_shape
+
+INITS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def float_dtype(x) -> np.dtype:
+    """float64 if the input is float64 and x64 is enabled, else float32."""
+    dt = getattr(x, "dtype", None)
+    if dt is not None and dt == np.float64 and jax.config.jax_enable_x64:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def as_data(X, name: str = "X"):
+    """Convert to a 2-D floating JAX array; raise ValueError naming the problem."""
+    if _is_traced(X):
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+        return X if jnp.issubdtype(X.dtype, jnp.floating) else X.astype(jnp.float32)
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists etc.
+        raise ValueError(f"{name} could not be converted to a numeric array: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got ndim={arr.ndim} with shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}")
+    dtype = float_dtype(arr)
+    arr = arr.astype(dtype, copy=False)
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
+    return jnp.asarray(arr)
+
+
+def as_sample_weight(sample_weight, n: int, dtype):
+    if sample_weight is None:
+        return None
+    if _is_traced(sample_weight):
+        return sample_weight.astype(dtype)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if np.any(w < 0):
+        raise ValueError("sample_weight must be non-negative")
+    if not np.sum(w) > 0:
+        raise ValueError("sample_weight sums to zero")
+    return jnp.asarray(w.astype(dtype))
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_nonneg_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_n_samples(n: int, n_components: int, what: str = "n_components") -> None:
+    if n < n_components:
+        raise ValueError(f"too few points: n_samples={n} must be >= {what}={n_components}")
+
+
+def validate_params(params: GMMParams, covariance_type: str, n_components: int, n_features: int, dtype, atol=None):
+    """Check explicit parameters: shapes, finite values, weights summing to one, positive-definite factors."""
+    if not isinstance(params, GMMParams):
+        raise ValueError(f"init_params must be a GMMParams, got {type(params).__name__}")
+    if any(_is_traced(p) for p in params):
+        return GMMParams(*(jnp.asarray(p, dtype) for p in params))
+    lw = np.asarray(params.log_weights, dtype=np.float64)
+    means = np.asarray(params.means, dtype=np.float64)
+    pc = np.asarray(params.prec_chol, dtype=np.float64)
+    if lw.shape != (n_components,):
+        raise ValueError(f"init_params.log_weights must have shape ({n_components},), got {lw.shape}")
+    if means.shape != (n_components, n_features):
+        raise ValueError(f"init_params.means must have shape ({n_components}, {n_features}), got {means.shape}")
+    want = prec_chol_shape(covariance_type, n_components, n_features)
+    if pc.shape != want:
+        raise ValueError(f"init_params.prec_chol for covariance_type={covariance_type!r} must have shape {want}, got {pc.shape}")
+    for name, a in (("log_weights", lw), ("means", means), ("prec_chol", pc)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"init_params.{name} contains NaN or infinity")
+    total = np.exp(lw).sum()
+    tol = atol if atol is not None else (1e-6 if np.dtype(dtype) == np.float64 else 1e-4)
+    if abs(total - 1.0) > tol:
+        raise ValueError(f"init_params weights must sum to one, got sum(exp(log_weights)) = {total:.8g}")
+    if covariance_type in ("full", "tied"):
+        diag = np.diagonal(pc, axis1=-2, axis2=-1)
+        if np.any(np.tril(pc, -1) != 0):
+            raise ValueError("init_params.prec_chol must be upper-triangular (precision Cholesky factor U, U U^T = P)")
+        if np.any(diag <= 0):
+            raise ValueError("init_params.prec_chol has a non-positive diagonal: the covariance is not positive definite")
+    elif np.any(pc <= 0):
+        raise ValueError("init_params.prec_chol must be positive: the covariance is not positive definite")
+    return GMMParams(jnp.asarray(lw, dtype), jnp.asarray(means, dtype), jnp.asarray(pc, dtype))
+
+
+def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts):
+    n_components = check_positive_int(n_components, "n_components")
+    check_covariance_type(covariance_type)
+    if init_params is None and init not in INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITS)} or explicit init_params")
+    check_positive_int(max_iter, "max_iter")
+    check_positive_int(n_restarts, "n_restarts")
+    check_nonneg_float(tol, "tol")
+    check_nonneg_float(reg_covar, "reg_covar")
+    X = as_data(X)
+    n, d = X.shape
+    check_n_samples(n, n_components)
+    w = as_sample_weight(sample_weight, n, X.dtype)
+    if init_params is not None:
+        init_params = validate_params(init_params, covariance_type, n_components, d, X.dtype)
+    return X, w, init_params
+
+
+def validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts):
+    n_clusters = check_positive_int(n_clusters, "n_clusters")
+    check_positive_int(max_iter, "max_iter")
+    check_positive_int(n_restarts, "n_restarts")
+    check_nonneg_float(tol, "tol")
+    X = as_data(X)
+    n, d = X.shape
+    check_n_samples(n, n_clusters, "n_clusters")
+    w = as_sample_weight(sample_weight, n, X.dtype)
+    centers = None
+    if isinstance(init, str):
+        if init not in ("k-means++", "random"):
+            raise ValueError(f"unknown init {init!r}; expected 'k-means++', 'random' or a (K, D) array")
+    else:
+        c = np.asarray(init, dtype=np.float64)
+        if c.shape != (n_clusters, d):
+            raise ValueError(f"init centres must have shape ({n_clusters}, {d}), got {c.shape}")
+        if not np.all(np.isfinite(c)):
+            raise ValueError("init centres contain NaN or infinity")
+        centers = jnp.asarray(c.astype(X.dtype))
+    return X, w, centers
+
+
+__all__ = ["COVARIANCE_TYPES", "INITS"]

@@ -1,0 +1,270 @@
+"""EM for Gaussian mixtures: one jitted entry point, ``lax.while_loop`` iterations, restarts by ``vmap``.
+
+Each iteration is one pass over row blocks that computes the E-step and accumulates the sufficient statistics
+(about the current means) block by block, so scratch memory is one block's worth, then the closed-form M-step.
+The data are never copied: a reference point near the data's mean is subtracted block by block, which keeps
+float32 accurate for data with a large offset.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.scipy.special import logsumexp
+
+from gmm_jax._blocks import block_reduce, data_shift, resolve_block_size
+from gmm_jax.em import SuffStats, log_prob_centered, m_step, stats_centered
+from gmm_jax.kmeans import _assign_block, _lloyd, kmeans_plusplus, kmeans_tolerance
+from gmm_jax.params import GMMParams, prec_chol_from_covariances
+
+
+class FitResult(NamedTuple):
+    """Result of :func:`fit` (R = number of restarts, T = max_iter).
+
+    Attributes:
+      params: ``GMMParams`` of the best restart (highest final log-likelihood among finite restarts).
+      best: () index of the best restart.
+      log_likelihood: (R,) mean (weighted) log-likelihood per point of each restart's returned parameters.
+      lower_bound: (R,) scikit-learn's ``lower_bound_``: the mean log-likelihood computed in the last iteration's
+        E-step, i.e. of the parameters *before* the last M-step.
+      n_iter: (R,) EM iterations run.
+      converged: (R,) |change of mean log-likelihood| < tol reached within max_iter.
+      finite: (R,) False if an update produced non-finite values (the last finite parameters are kept).
+      trace: (R, T) mean log-likelihood at each iteration's E-step; entries at and after ``n_iter`` are NaN.
+      counts: (R, K) effective (weighted) number of points per component under the returned parameters; a
+        component with a count below 1 is (near-)empty.
+      all_params: ``GMMParams`` with a leading (R,) axis: every restart's parameters.
+    """
+
+    params: GMMParams
+    best: jax.Array
+    log_likelihood: jax.Array
+    lower_bound: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    finite: jax.Array
+    trace: jax.Array
+    counts: jax.Array
+    all_params: GMMParams
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs):
+    """Sufficient statistics about ``center`` with responsibilities ``resp_fn(xs, i) -> (B, K)`` per block."""
+
+    def fn(xb, wb, i):
+        xs = xb - shift
+        resp = resp_fn(xs, i) * wb[:, None]
+        return stats_centered(xs[:, None, :] - center[None], resp, covariance_type)
+
+    return block_reduce(fn, X, bs, w)
+
+
+def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True):
+    """One fused pass: E-step per block, then statistics (or only counts), and the weighted log-likelihood sum."""
+
+    def fn(xb, wb, i):
+        xc = (xb - shift)[:, None, :] - params.means[None]
+        lj = log_prob_centered(xc, params.prec_chol, covariance_type) + params.log_weights
+        ln = logsumexp(lj, axis=-1)
+        resp = jnp.exp(lj - ln[:, None]) * wb[:, None]
+        ll = jnp.sum(jnp.where(wb > 0, wb * ln, 0.0))
+        if with_stats:
+            return stats_centered(xc, resp, covariance_type), ll
+        return jnp.sum(resp, axis=0), ll
+
+    return block_reduce(fn, X, bs, w)
+
+
+def _hard_resp(centers):
+    c_sq = jnp.sum(jnp.square(centers), axis=1)
+    k = centers.shape[0]
+    return lambda xs, i: jax.nn.one_hot(_assign_block(xs, centers, c_sq)[0], k, dtype=xs.dtype)
+
+
+def _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs):
+    """Covariance of the whole data set, shaped for ``covariance_type`` and repeated over components."""
+
+    def fn(xb, wb, i):
+        xs = xb - shift
+        return jnp.sum(wb[:, None] * xs, 0), (wb[:, None] * xs).T @ xs
+
+    s1, s2 = block_reduce(fn, X, bs, w)
+    m = s1 / wsum
+    cov = s2 / wsum - jnp.outer(m, m) + reg_covar * jnp.eye(X.shape[1], dtype=X.dtype)
+    if covariance_type == "full":
+        return jnp.broadcast_to(cov, (n_components,) + cov.shape)
+    if covariance_type == "tied":
+        return cov
+    diag = jnp.diagonal(cov)
+    if covariance_type == "diag":
+        return jnp.broadcast_to(diag, (n_components, diag.shape[0]))
+    return jnp.full((n_components,), jnp.mean(diag))
+
+
+def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar, *, n_components,
+                    covariance_type, init, bs):
+    """Initial parameters in shifted coordinates."""
+    k = n_components
+    dtype = X.dtype
+    if init_params is not None:
+        return init_params._replace(means=init_params.means - shift)
+    if init == "random":
+        def resp_fn(xs, i):
+            r = jax.random.uniform(jax.random.fold_in(key, i), (xs.shape[0], k), dtype)
+            return r / jnp.sum(r, axis=1, keepdims=True)
+
+        center = jnp.zeros((k, X.shape[1]), dtype)
+        stats = _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs)
+        return m_step(stats, center, covariance_type, reg_covar)
+    if init == "random_from_data":
+        p = None if w is None else w / wsum
+        idx = jax.random.choice(key, X.shape[0], (k,), replace=False, p=p)
+        means = X[idx] - shift
+        log_w = jnp.full((k,), -jnp.log(k), dtype)
+        return GMMParams(log_w, means, prec_chol_from_covariances(data_cov, covariance_type))
+    seeds = kmeans_plusplus(key, X, k, w, block_size=bs)[0] - shift
+    if init == "kmeans":
+        seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs)[0]
+    stats = _stats_pass(X, w, shift, seeds, _hard_resp(seeds), covariance_type, bs)
+    return m_step(stats, seeds, covariance_type, reg_covar)
+
+
+def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs):
+    dtype = X.dtype
+
+    def cond(s):
+        it, _, _, _, converged, finite = s
+        return (it < max_iter) & ~converged & finite
+
+    def body(s):
+        it, params, prev, trace, _, _ = s
+        stats, ll_sum = _em_pass(X, w, shift, params, covariance_type, bs)
+        ll = ll_sum / wsum
+        new = m_step(stats, params.means, covariance_type, reg_covar)
+        ok = _all_finite(new) & jnp.isfinite(ll)
+        params = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, params)
+        trace = trace.at[it].set(ll)
+        return it + 1, params, ll, trace, jnp.abs(ll - prev) < tol, ok
+
+    s0 = (
+        jnp.zeros((), jnp.int32),
+        params,
+        jnp.array(-jnp.inf, dtype),
+        jnp.full((max_iter,), jnp.nan, dtype),
+        jnp.array(False),
+        _all_finite(params),
+    )
+    n_iter, params, lower_bound, trace, converged, finite = lax.while_loop(cond, body, s0)
+    counts, ll_sum = _em_pass(X, w, shift, params, covariance_type, bs, with_stats=False)
+    return params, ll_sum / wsum, lower_bound, n_iter, converged, finite, trace, counts
+
+
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size"))
+def _fit_jit(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size):
+    bs = block_size
+    shift = data_shift(X, bs, w)
+    wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else jnp.sum(w)
+    data_cov = None
+    tol_kmeans = None
+    if init_params is None and init == "random_from_data":
+        data_cov = _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs)
+    if init_params is None and init == "kmeans":
+        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs)
+
+    def one(key):
+        p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
+                             n_components=n_components, covariance_type=covariance_type, init=init, bs=bs)
+        return _em_loop(X, w, shift, wsum, p0, tol, reg_covar, covariance_type=covariance_type,
+                        max_iter=max_iter, bs=bs)
+
+    params, ll, lb, n_iter, conv, finite, trace, counts = jax.vmap(one)(keys)
+    params = params._replace(means=params.means + shift)
+    best = jnp.argmax(jnp.where(finite & jnp.isfinite(ll), ll, -jnp.inf))
+    best_params = jax.tree.map(lambda a: a[best], params)
+    return FitResult(best_params, best, ll, lb, n_iter, conv, finite, trace, counts, params)
+
+
+def restart_keys(key, n_restarts: int):
+    """The per-restart keys :func:`fit` uses: ``jax.random.split(key, n_restarts)``."""
+    return jax.random.split(key, n_restarts)
+
+
+def fit(
+    key,
+    X,
+    n_components: int,
+    *,
+    covariance_type: str = "full",
+    n_restarts: int = 1,
+    init: str = "kmeans",
+    init_params: GMMParams | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    sample_weight=None,
+    block_size: int | None = None,
+) -> FitResult:
+    """Fit a Gaussian mixture by EM, ``n_restarts`` restarts at once (vmapped); the best is returned.
+
+    Iterates E-step / M-step until the mean log-likelihood changes by less than ``tol`` (absolute, per point) or
+    ``max_iter`` iterations, as scikit-learn's ``GaussianMixture``.
+
+    Args:
+      key: a PRNG key (restart ``r`` uses ``jax.random.split(key, n_restarts)[r]``), or an array of R keys used
+        directly, one per restart (``n_restarts`` is then R).
+      X: (n, D) data; float64 is kept when ``jax_enable_x64`` is on, anything else becomes float32.
+      n_components: K.
+      covariance_type: 'full', 'tied', 'diag' or 'spherical'.
+      n_restarts: R.
+      init: 'kmeans' (k-means++ then Lloyd, hard assignments, M-step), 'k-means++' (seeds, hard assignments,
+        M-step), 'random' (random responsibilities, M-step) or 'random_from_data' (K distinct points as means,
+        the data covariance, equal weights). Ignored when ``init_params`` is given.
+      init_params: explicit initial ``GMMParams`` (warm start), used by every restart.
+      max_iter: maximum EM iterations (also the length of ``trace``).
+      tol: convergence threshold on the change of the mean log-likelihood.
+      reg_covar: added to the covariance diagonals (in data units squared).
+      sample_weight: optional (n,) non-negative weights.
+      block_size: rows per block (default keeps the (block, K, D) scratch near 8 MiB).
+
+    Returns:
+      :class:`FitResult`.
+
+    Example:
+      >>> res = gmm_jax.fit(jax.random.key(0), X, 3, n_restarts=8)
+      >>> labels = gmm_jax.predict(X, res.params)
+    """
+    from gmm_jax._validation import validate_fit
+
+    keys = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim == 0) or (not typed and keys.shape == (2,)):
+        keys = restart_keys(keys, n_restarts)
+    elif (typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2):
+        n_restarts = keys.shape[0]
+    else:
+        raise ValueError(f"key must be a PRNG key or a 1-D batch of keys (one per restart), got shape {keys.shape}")
+    X, w, init_params = validate_fit(
+        X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
+    )
+    bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1])
+    return _fit_jit(
+        keys,
+        X,
+        w,
+        init_params,
+        jnp.asarray(tol, X.dtype),
+        jnp.asarray(reg_covar, X.dtype),
+        n_components=n_components,
+        covariance_type=covariance_type,
+        init=init if init_params is None else "explicit",
+        max_iter=max_iter,
+        block_size=bs,
+    )

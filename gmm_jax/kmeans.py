@@ -1,0 +1,279 @@
+"""K-means in the functional pattern: k-means++ seeding, Lloyd steps in ``lax.while_loop``, restarts by ``vmap``.
+
+Lloyd's algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")`` step for step (assignment with the current
+centres, new centres from the assignment, empty clusters relocated to the points farthest from their centres,
+stop when no label changed or when the squared centre shift falls below ``tol * mean(var(X))``; after a
+non-strict stop the labels are recomputed from the final centres), so that from the same initial centres both give
+the same centres, labels and iteration counts.  Every pass over the data runs over row blocks: memory does not grow
+with n x K.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gmm_jax._blocks import block_reduce, block_slices, data_shift, n_blocks, resolve_block_size, row_map
+
+
+class KMeansResult(NamedTuple):
+    """Result of :func:`kmeans`.
+
+    Attributes:
+      centers: (K, D) centres of the best restart (lowest inertia).
+      labels: (n,) int32 labels of the best restart.
+      inertia: () weighted sum of squared distances of the best restart.
+      n_iter: () Lloyd iterations of the best restart.
+      best: () index of the best restart.
+      all_centers: (R, K, D) per restart.
+      all_inertia: (R,) per restart.
+      all_n_iter: (R,) per restart.
+      converged: (R,) whether each restart stopped before ``max_iter``.
+    """
+
+    centers: jax.Array
+    labels: jax.Array
+    inertia: jax.Array
+    n_iter: jax.Array
+    best: jax.Array
+    all_centers: jax.Array
+    all_inertia: jax.Array
+    all_n_iter: jax.Array
+    converged: jax.Array
+
+
+def sq_distances(x: jax.Array, centers: jax.Array) -> jax.Array:
+    """Exact squared Euclidean distances ``||x - c_k||^2`` of one point (D,) to centres (K, D): (K,)."""
+    return jnp.sum(jnp.square(x[None, :] - centers), axis=-1)
+
+
+def _assign_block(xs: jax.Array, centers: jax.Array, c_sq: jax.Array):
+    """Nearest centre for a block of shifted points via ||x||^2 - 2 x.c + ||c||^2 (a matrix product)."""
+    d2 = jnp.sum(jnp.square(xs), axis=1)[:, None] - 2.0 * (xs @ centers.T) + c_sq[None, :]
+    labels = jnp.argmin(d2, axis=1).astype(jnp.int32)
+    mind = jnp.maximum(jnp.take_along_axis(d2, labels[:, None], axis=1)[:, 0], 0.0)
+    return labels, mind
+
+
+def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=None, block_size=None):
+    """Greedy k-means++ seeding (D^2 sampling with ``n_local_trials`` candidates per centre, best kept).
+
+    Args:
+      key: PRNG key.
+      X: (n, D) data.
+      n_clusters: K (static).
+      sample_weight: optional (n,) weights; the sampling probabilities are proportional to ``w_i D(x_i)^2``.
+      n_local_trials: candidates per centre; default ``2 + floor(log K)`` (as scikit-learn).
+      block_size: rows per block for the distance passes.
+
+    Returns:
+      (centers (K, D), indices (K,) int32 of the chosen rows).
+    """
+    n, d = X.shape
+    trials = n_local_trials if n_local_trials is not None else 2 + int(math.log(n_clusters))
+    bs = resolve_block_size(block_size, n, trials, d)
+    w = jnp.ones((n,), X.dtype) if sample_weight is None else sample_weight.astype(X.dtype)
+    log_w = jnp.log(w)
+    k0, key = jax.random.split(key)
+    first = jax.random.categorical(k0, log_w)
+    c0 = X[first]
+    d2 = row_map(lambda x: jnp.sum(jnp.square(x - c0)), X, bs)
+    centers = jnp.zeros((n_clusters, d), X.dtype).at[0].set(c0)
+    idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first.astype(jnp.int32))
+
+    def body(c, state):
+        centers, idx, d2 = state
+        cand = jax.random.categorical(jax.random.fold_in(key, c), log_w + jnp.log(d2), shape=(trials,))
+        cx = X[cand]  # (T, D)
+        cd = row_map(lambda x: sq_distances(x, cx), X, bs)  # (n, T)
+        newd = jnp.minimum(d2[:, None], cd)
+        pots = w @ newd
+        b = jnp.argmin(pots)
+        return centers.at[c].set(cx[b]), idx.at[c].set(cand[b].astype(jnp.int32)), newd[:, b]
+
+    centers, idx, _ = lax.fori_loop(1, n_clusters, body, (centers, idx, d2))
+    return centers, idx
+
+
+def _lloyd_pass(X, w, shift, centers, labels_old, bs):
+    """One assignment pass: labels by current centres, weighted sums for the new centres, changed-label count.
+
+    Returns (labels (n,), mind (n,), sums (K, D) of shifted points, counts (K,), n_changed).
+    """
+    n = X.shape[0]
+    k = centers.shape[0]
+    c_sq = jnp.sum(jnp.square(centers), axis=1)
+
+    def body(i, carry):
+        labels, mind, sums, counts, changed = carry
+        start, xb, wb = block_slices(X, bs, w, i)
+        xs = xb - shift
+        lb, mb = _assign_block(xs, centers, c_sq)
+        oh = jax.nn.one_hot(lb, k, dtype=X.dtype) * wb[:, None]
+        old = lax.dynamic_slice_in_dim(labels_old, start, bs)
+        valid = (start + jnp.arange(bs)) >= i * bs
+        changed = changed + jnp.sum((lb != old) & valid)
+        labels = lax.dynamic_update_slice_in_dim(labels, lb, start, 0)
+        mind = lax.dynamic_update_slice_in_dim(mind, mb, start, 0)
+        return labels, mind, sums + oh.T @ xs, counts + jnp.sum(oh, axis=0), changed
+
+    init = (
+        jnp.zeros((n,), jnp.int32),
+        jnp.zeros((n,), X.dtype),
+        jnp.zeros((k, X.shape[1]), X.dtype),
+        jnp.zeros((k,), X.dtype),
+        jnp.zeros((), jnp.int32),
+    )
+    return lax.fori_loop(0, n_blocks(n, bs), body, init)
+
+
+def _relocate_empty(X, w, shift, labels, mind, sums, counts):
+    """scikit-learn's rule: each empty cluster takes one of the points farthest from their assigned centre."""
+    k = counts.shape[0]
+    empty = counts == 0
+    rank = jnp.clip(jnp.cumsum(empty) - 1, 0, None)
+    kk = min(k, X.shape[0])
+    _, far = lax.top_k(mind, kk)
+    p = far[jnp.clip(rank, 0, kk - 1)]  # (K,) far point for each (empty) cluster
+    xp = X[p] - shift
+    wp = jnp.ones_like(counts) if w is None else w[p]
+    old = labels[p]
+    m = empty.astype(X.dtype)
+    sums = sums.at[old].add(-(m * wp)[:, None] * xp)
+    counts = counts.at[old].add(-(m * wp))
+    sums = jnp.where(empty[:, None], wp[:, None] * xp, sums)
+    counts = jnp.where(empty, wp, counts)
+    return sums, counts
+
+
+def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int):
+    """Lloyd iterations from shifted initial centres; returns (centers, labels, inertia, n_iter, converged)."""
+    n = X.shape[0]
+
+    def cond(s):
+        i, _, _, done, _ = s
+        return (i < max_iter) & ~done
+
+    def body(s):
+        i, centers, labels_old, _, _ = s
+        labels, mind, sums, counts, changed = _lloyd_pass(X, w, shift, centers, labels_old, bs)
+        sums, counts = lax.cond(
+            jnp.any(counts == 0),
+            lambda: _relocate_empty(X, w, shift, labels, mind, sums, counts),
+            lambda: (sums, counts),
+        )
+        new = jnp.where(counts[:, None] > 0, sums / jnp.where(counts > 0, counts, 1)[:, None], centers)
+        strict = changed == 0
+        shift_tot = jnp.sum(jnp.square(new - centers))
+        return i + 1, new, labels, strict | (shift_tot <= tol), strict
+
+    s0 = (jnp.zeros((), jnp.int32), centers, jnp.full((n,), -1, jnp.int32), jnp.array(False), jnp.array(False))
+    n_iter, centers, labels, done, strict = lax.while_loop(cond, body, s0)
+    final_labels, _, _, _, _ = _lloyd_pass(X, w, shift, centers, labels, bs)
+    labels = jnp.where(strict, labels, final_labels)
+    inertia = _inertia(X, w, shift, centers, labels, bs)
+    return centers, labels, inertia, n_iter, done
+
+
+def _inertia(X, w, shift, centers, labels, bs):
+    def fn(xb, wb, i):
+        start = jnp.minimum(i * bs, X.shape[0] - bs)
+        lb = lax.dynamic_slice_in_dim(labels, start, bs)
+        return jnp.sum(wb * jnp.sum(jnp.square(xb - shift - centers[lb]), axis=1))
+
+    return block_reduce(fn, X, bs, w)
+
+
+def kmeans_tolerance(X, tol, block_size: int):
+    """scikit-learn's data-dependent tolerance: ``tol * mean_d var(X[:, d])`` (unweighted)."""
+    shift = data_shift(X, block_size)
+
+    def fn(xb, wb, i):
+        xs = (xb - shift) * wb[:, None]
+        return jnp.sum(xs, axis=0), jnp.sum(xs * (xb - shift), axis=0)
+
+    s1, s2 = block_reduce(fn, X, block_size)
+    n = X.shape[0]
+    var = s2 / n - jnp.square(s1 / n)
+    return tol * jnp.mean(var)
+
+
+@partial(jax.jit, static_argnames=("n_clusters", "n_restarts", "max_iter", "block_size", "init_random"))
+def _kmeans_jit(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_restarts, max_iter, block_size, init_random):
+    shift = data_shift(X, block_size)
+    abs_tol = kmeans_tolerance(X, tol, block_size)
+
+    def one(key, init):
+        if init is not None:
+            c0 = init - shift
+        elif init_random:
+            idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False)
+            c0 = X[idx] - shift
+        else:
+            c0 = kmeans_plusplus(key, X, n_clusters, sample_weight, block_size=block_size)[0] - shift
+        return _lloyd(X, sample_weight, shift, c0, abs_tol, max_iter, block_size)
+
+    centers, labels, inertia, n_iter, conv = jax.vmap(one, in_axes=(0, None))(keys, init_centers)
+    best = jnp.argmin(inertia)
+    return KMeansResult(
+        centers[best] + shift, labels[best], inertia[best], n_iter[best], best, centers + shift, inertia, n_iter, conv
+    )
+
+
+def kmeans(
+    key,
+    X,
+    n_clusters: int,
+    *,
+    n_restarts: int = 1,
+    init="k-means++",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    sample_weight=None,
+    block_size=None,
+) -> KMeansResult:
+    """K-means (Lloyd) with ``n_restarts`` vmapped restarts; the restart with the lowest inertia is returned.
+
+    Args:
+      key: PRNG key; restart ``r`` uses ``jax.random.split(key, n_restarts)[r]``.
+      X: (n, D) data.
+      n_clusters: K.
+      n_restarts: R restarts run at once by ``vmap``.
+      init: 'k-means++' (greedy D^2 seeding), 'random' (K distinct rows) or an explicit (K, D) array of centres.
+      max_iter: maximum Lloyd iterations.
+      tol: relative tolerance on the squared centre shift (multiplied by the mean feature variance).
+      sample_weight: optional (n,) non-negative weights.
+      block_size: rows per block (default keeps scratch near 8 MiB).
+
+    Example:
+      >>> res = gmm_jax.kmeans(jax.random.key(0), X, 3, n_restarts=8)
+      >>> res.centers.shape, res.labels.shape
+    """
+    from gmm_jax._validation import validate_kmeans
+
+    X, sample_weight, init_centers = validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts)
+    bs = resolve_block_size(block_size, X.shape[0], n_clusters, X.shape[1])
+    keys = jax.random.split(key, n_restarts)
+    return _kmeans_jit(
+        keys,
+        X,
+        sample_weight,
+        init_centers,
+        jnp.asarray(tol, X.dtype),
+        n_clusters=n_clusters,
+        n_restarts=n_restarts,
+        max_iter=max_iter,
+        block_size=bs,
+        init_random=(isinstance(init, str) and init == "random"),
+    )
+
+
+def kmeans_predict(X, centers, block_size=None):
+    """Nearest-centre labels (n,) int32 for data X (n, D) and centres (K, D)."""
+    bs = resolve_block_size(block_size, X.shape[0], centers.shape[0], X.shape[1])
+    return row_map(lambda x: jnp.argmin(sq_distances(x, centers)).astype(jnp.int32), X, bs)

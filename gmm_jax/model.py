@@ -1,0 +1,142 @@
+"""Functions of a fitted mixture: predict, predict_proba, score_samples, score, sample, bic, aic.
+
+They run over row blocks (``lax.map``), so memory is O(n K) for outputs plus one block of scratch.  Each is a
+jitted entry point with the covariance type static.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from gmm_jax._blocks import resolve_block_size, row_map
+from gmm_jax.em import log_prob_centered
+from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
+
+
+def _row_log_joint(x, params: GMMParams, covariance_type: str):
+    xc = (x[None, :] - params.means)[None]  # (1, K, D)
+    return log_prob_centered(xc, params.prec_chol, covariance_type)[0] + params.log_weights
+
+
+def _bs(X, params):
+    return resolve_block_size(None, X.shape[0], params.means.shape[0], params.means.shape[1])
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def predict_log_proba(X, params: GMMParams, covariance_type: str = "full"):
+    """Log-responsibilities (n, K) = the E-step, computed over row blocks."""
+
+    def f(x):
+        lj = _row_log_joint(x, params, covariance_type)
+        return lj - logsumexp(lj)
+
+    return row_map(f, X, _bs(X, params))
+
+
+def predict_proba(X, params: GMMParams, covariance_type: str = "full"):
+    """Posterior probabilities p(z = k | x_i) (n, K); rows sum to one."""
+    return jnp.exp(predict_log_proba(X, params, covariance_type))
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def predict(X, params: GMMParams, covariance_type: str = "full"):
+    """Most probable component (n,) int32 (maximum a posteriori)."""
+    return row_map(lambda x: jnp.argmax(_row_log_joint(x, params, covariance_type)).astype(jnp.int32), X, _bs(X, params))
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full"):
+    """Per-point log-likelihood log p(x_i) (n,), over row blocks."""
+    return row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params))
+
+
+def score(X, params: GMMParams, covariance_type: str = "full"):
+    """Mean per-point log-likelihood (scikit-learn's ``score``)."""
+    return jnp.mean(score_samples_blocked(X, params, covariance_type))
+
+
+def bic(X, params: GMMParams, covariance_type: str = "full"):
+    """Bayesian information criterion ``-2 log L + p log n`` (lower is better)."""
+    n = X.shape[0]
+    k, d = params.means.shape
+    return -2.0 * jnp.sum(score_samples_blocked(X, params, covariance_type)) + n_parameters(covariance_type, k, d) * jnp.log(n)
+
+
+def aic(X, params: GMMParams, covariance_type: str = "full"):
+    """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
+    k, d = params.means.shape
+    return -2.0 * jnp.sum(score_samples_blocked(X, params, covariance_type)) + 2.0 * n_parameters(covariance_type, k, d)
+
+
+def _transform_noise(z, labels, params: GMMParams, covariance_type: str, block_size: int):
+    """x_i = mu_{l_i} + L_{l_i} z_i with L the covariance Cholesky; no per-sample D x D gather.
+
+    For full covariances every block computes ``z @ L_k^T`` for all K (one (B, D) x (D, K D) product) and keeps the
+    labelled one: O(B K D) scratch per block, O(n D) in all.
+    """
+    chol = cov_chol_from_prec_chol(params.prec_chol, covariance_type)
+    means = params.means
+    if covariance_type == "full":
+        k, d = means.shape
+        lt = jnp.transpose(chol, (2, 0, 1)).reshape(d, k * d)  # z @ lt -> (K*D,) = [L_k z]_k
+
+        def f(row):
+            zi, li = row
+            return means[li] + (zi @ lt).reshape(k, d)[li]
+
+        return row_map(f, (z, labels), block_size)
+    if covariance_type == "tied":
+        return means[labels] + z @ chol.T
+    if covariance_type == "diag":
+        return means[labels] + z * chol[labels]
+    return means[labels] + z * chol[labels][:, None]
+
+
+@partial(jax.jit, static_argnames=("n_samples", "covariance_type"))
+def sample(key, params: GMMParams, n_samples: int, covariance_type: str = "full"):
+    """Draw ``n_samples`` points from the mixture.
+
+    Returns:
+      (X (n, D), labels (n,) int32): points and the component each was drawn from.
+    """
+    k_lab, k_z = jax.random.split(key)
+    k, d = params.means.shape
+    labels = jax.random.categorical(k_lab, params.log_weights, shape=(n_samples,)).astype(jnp.int32)
+    z = jax.random.normal(k_z, (n_samples, d), params.means.dtype)
+    bs = resolve_block_size(None, n_samples, k, d)
+    return _transform_noise(z, labels, params, covariance_type, bs), labels
+
+
+@partial(jax.jit, static_argnames=("n_samples", "covariance_type"))
+def sample_component(key, params: GMMParams, component, n_samples: int, covariance_type: str = "full"):
+    """Class-conditional generation: ``n_samples`` points from component(s) ``component``.
+
+    Args:
+      key: PRNG key.
+      params: mixture parameters.
+      component: an integer, or an integer array of shape (m,).
+      n_samples: points per component.
+
+    Returns:
+      (n_samples, D) for a scalar ``component``; (m, n_samples, D) for an array.
+    """
+    component = jnp.asarray(component, jnp.int32)
+    d = params.means.shape[1]
+    chol = cov_chol_from_prec_chol(params.prec_chol, covariance_type)
+
+    def one(key, c):
+        z = jax.random.normal(key, (n_samples, d), params.means.dtype)
+        if covariance_type == "full":
+            return params.means[c] + z @ chol[c].T
+        if covariance_type == "tied":
+            return params.means[c] + z @ chol.T
+        return params.means[c] + z * chol[c]
+
+    if component.ndim == 0:
+        return one(key, component)
+    keys = jax.random.split(key, component.shape[0])
+    return jax.vmap(one)(keys, component)
