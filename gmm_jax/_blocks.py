@@ -67,7 +67,8 @@ def block_reduce(fn, X: jax.Array, block_size: int, sample_weight=None):
 
 def row_map(fn, X: jax.Array, block_size: int):
     """``fn`` applied to every row of X (vmapped within blocks of ``block_size`` rows)."""
-    if block_size >= X.shape[0]:
+    n = jax.tree.leaves(X)[0].shape[0]
+    if block_size >= n:
         return jax.vmap(fn)(X)
     return lax.map(fn, X, batch_size=block_size)
 

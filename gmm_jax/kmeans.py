@@ -117,7 +117,7 @@ def _lloyd_pass(X, w, shift, centers, labels_old, bs):
         oh = jax.nn.one_hot(lb, k, dtype=X.dtype) * wb[:, None]
         old = lax.dynamic_slice_in_dim(labels_old, start, bs)
         valid = (start + jnp.arange(bs)) >= i * bs
-        changed = changed + jnp.sum((lb != old) & valid)
+        changed = changed + jnp.sum((lb != old) & valid).astype(jnp.int32)
         labels = lax.dynamic_update_slice_in_dim(labels, lb, start, 0)
         mind = lax.dynamic_update_slice_in_dim(mind, mb, start, 0)
         return labels, mind, sums + oh.T @ xs, counts + jnp.sum(oh, axis=0), changed

@@ -109,7 +109,7 @@ def covariances_from_prec_chol(prec_chol: jax.Array, covariance_type: str) -> ja
     """Covariances ``inv(U U^T) = inv(U)^T inv(U)`` from precision Cholesky factors."""
     if covariance_type in ("full", "tied"):
         u_inv = solve_triangular(prec_chol, _eye_like(prec_chol), lower=False)
-        return u_inv @ jnp.swapaxes(u_inv, -1, -2)
+        return jnp.swapaxes(u_inv, -1, -2) @ u_inv
     return 1.0 / jnp.square(prec_chol)
 
 

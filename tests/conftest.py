@@ -1,0 +1,46 @@
+"""Test configuration: float64 is enabled for the numerical oracles; float32 tests pass float32 arrays
+explicitly (gmm_jax keeps the input's dtype)."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+COV_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def make_blobs(seed=0, n_per=100, d=3, k=3, sep=5.0, dtype=np.float64):
+    """Anisotropic Gaussian blobs with a fixed seed: (X, labels)."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for j in range(k):
+        a = rng.normal(size=(d, d)) * 0.6 + np.eye(d)
+        xs.append(rng.normal(size=(n_per, d)) @ a.T + sep * rng.normal(size=d))
+        ys.append(np.full(n_per, j))
+    return np.concatenate(xs).astype(dtype), np.concatenate(ys)
+
+
+def random_params(rng, k, d, covariance_type, dtype=np.float64):
+    """Random valid GMMParams (float64 NumPy-backed) for a covariance type."""
+    import gmm_jax
+
+    w = rng.dirichlet(np.full(k, 3.0))
+    means = rng.normal(size=(k, d)) * 3
+    if covariance_type == "full":
+        a = rng.normal(size=(k, d, d))
+        cov = a @ np.swapaxes(a, 1, 2) + 0.5 * np.eye(d)
+    elif covariance_type == "tied":
+        a = rng.normal(size=(d, d))
+        cov = a @ a.T + 0.5 * np.eye(d)
+    elif covariance_type == "diag":
+        cov = rng.uniform(0.5, 2.0, size=(k, d))
+    else:
+        cov = rng.uniform(0.5, 2.0, size=(k,))
+    p = gmm_jax.from_covariances(w.astype(dtype), means.astype(dtype), cov.astype(dtype), covariance_type)
+    return p, cov
+
+
+@pytest.fixture(params=COV_TYPES)
+def covariance_type(request):
+    return request.param
