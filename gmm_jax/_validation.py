@@ -35,6 +35,20 @@ def as_data(X, name: str = "X"):
         if X.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
         return X if jnp.issubdtype(X.dtype, jnp.floating) else X.astype(jnp.float32)
+    if isinstance(X, jax.Array):  # validate on the device: no host copy of the data
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got ndim={X.ndim} with shape {X.shape}")
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{name} is empty: shape {X.shape}")
+        if not (jnp.issubdtype(X.dtype, jnp.number) or X.dtype == jnp.bool_):
+            raise ValueError(f"{name} must be numeric, got dtype {X.dtype}")
+        dtype = float_dtype(X)
+        if X.dtype != dtype:
+            X = X.astype(dtype)
+        if not bool(jnp.all(jnp.isfinite(X))):
+            bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
+            raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
+        return X
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists etc.
@@ -47,9 +61,12 @@ def as_data(X, name: str = "X"):
         raise ValueError(f"{name} is empty: shape {arr.shape}")
     dtype = float_dtype(arr)
     arr = arr.astype(dtype, copy=False)
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
+    step = 1 << 16  # check finiteness in row chunks: scratch stays small for large data
+    for start in range(0, arr.shape[0], step):
+        chunk = arr[start : start + step]
+        if not np.all(np.isfinite(chunk)):
+            bad = np.argwhere(~np.isfinite(chunk))[0]
+            raise ValueError(f"{name} contains NaN or infinity (first at row {start + bad[0]}, column {bad[1]})")
     return jnp.asarray(arr)
 
 

@@ -78,26 +78,43 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
     trials = n_local_trials if n_local_trials is not None else 2 + int(math.log(n_clusters))
     bs = resolve_block_size(block_size, n, trials, d)
     w = jnp.ones((n,), X.dtype) if sample_weight is None else sample_weight.astype(X.dtype)
-    log_w = jnp.log(w)
     k0, key = jax.random.split(key)
-    first = jax.random.categorical(k0, log_w)
+    first = _sample_index(k0, w)
     c0 = X[first]
     d2 = row_map(lambda x: jnp.sum(jnp.square(x - c0)), X, bs)
     centers = jnp.zeros((n_clusters, d), X.dtype).at[0].set(c0)
-    idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first.astype(jnp.int32))
+    idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first)
 
     def body(c, state):
         centers, idx, d2 = state
-        cand = jax.random.categorical(jax.random.fold_in(key, c), log_w + jnp.log(d2), shape=(trials,))
+        # D^2 sampling: `trials` candidates with probability proportional to w_i D(x_i)^2
+        cand = _sample_index(jax.random.fold_in(key, c), w * d2, trials)
         cx = X[cand]  # (T, D)
-        cd = row_map(lambda x: sq_distances(x, cx), X, bs)  # (n, T)
-        newd = jnp.minimum(d2[:, None], cd)
-        pots = w @ newd
+
+        def pot(xb, wb, i):  # potential of each candidate, one block at a time: no (n, T) array
+            start = jnp.minimum(i * bs, n - bs)
+            db = lax.dynamic_slice_in_dim(d2, start, bs)
+            return wb @ jnp.minimum(db[:, None], jax.vmap(lambda x: sq_distances(x, cx))(xb))
+
+        pots = block_reduce(pot, X, bs, sample_weight)
         b = jnp.argmin(pots)
-        return centers.at[c].set(cx[b]), idx.at[c].set(cand[b].astype(jnp.int32)), newd[:, b]
+        cb = cx[b]
+        d2 = jnp.minimum(d2, row_map(lambda x: jnp.sum(jnp.square(x - cb)), X, bs))
+        return centers.at[c].set(cb), idx.at[c].set(cand[b]), d2
 
     centers, idx, _ = lax.fori_loop(1, n_clusters, body, (centers, idx, d2))
     return centers, idx
+
+
+def _sample_index(key, p, num=None):
+    """Indices drawn with probability proportional to non-negative ``p`` (n,), by inverse CDF (O(n) memory).
+
+    Returns an int32 scalar, or (num,) indices.
+    """
+    c = jnp.cumsum(p)
+    u = jax.random.uniform(key, () if num is None else (num,), p.dtype) * c[-1]
+    idx = jnp.searchsorted(c, u, side="right")
+    return jnp.clip(idx, 0, p.shape[0] - 1).astype(jnp.int32)
 
 
 def _lloyd_pass(X, w, shift, centers, labels_old, bs):
