@@ -68,25 +68,36 @@ def _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs):
     return block_reduce(fn, X, bs, w)
 
 
-def _block_log_prob(xs, params: GMMParams, covariance_type: str):
+def _log_prob_factors(params: GMMParams, covariance_type: str):
+    """Per-pass constants of the blocked log-density, computed once outside the block loop."""
+    k, d = params.means.shape
+    const = -0.5 * d * math.log(2 * math.pi) + log_det_prec_chol(params.prec_chol, covariance_type, d)
+    if covariance_type == "full":
+        u_all = jnp.transpose(params.prec_chol, (1, 0, 2)).reshape(d, k * d)
+        return u_all, jnp.einsum("kd,kde->ke", params.means, params.prec_chol), const
+    if covariance_type == "tied":
+        return params.prec_chol, params.means @ params.prec_chol, const
+    return params.prec_chol, params.means, const
+
+
+def _block_log_prob(xs, factors, covariance_type: str):
     """Log-densities (B, K) of a block of shifted points, written as one large matrix product.
 
     For full covariances ``(x - mu_k) U_k = x U_k - mu_k U_k`` computes every component's whitened residual with a
     single (B, D) x (D, K D) product instead of K small ones; the data are already centred on the data's mean, so
     the subtraction only loses precision for clusters thousands of standard deviations from that mean.
     """
-    k, d = params.means.shape
+    a, b, const = factors
     if covariance_type == "full":
-        u_all = jnp.transpose(params.prec_chol, (1, 0, 2)).reshape(d, k * d)
-        mu_u = jnp.einsum("kd,kde->ke", params.means, params.prec_chol)
-        y = (xs @ u_all).reshape(xs.shape[0], k, d) - mu_u[None]
-        maha = jnp.sum(jnp.square(y), axis=-1)
-        return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det_prec_chol(params.prec_chol, "full", d)
-    if covariance_type == "tied":
-        y = (xs @ params.prec_chol)[:, None, :] - (params.means @ params.prec_chol)[None]
-        maha = jnp.sum(jnp.square(y), axis=-1)
-        return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det_prec_chol(params.prec_chol, "tied", d)
-    return log_prob_centered(xs[:, None, :] - params.means[None], params.prec_chol, covariance_type)
+        k, d = b.shape
+        y = (xs @ a).reshape(xs.shape[0], k, d) - b[None]
+    elif covariance_type == "tied":
+        y = (xs @ a)[:, None, :] - b[None]
+    elif covariance_type == "diag":
+        y = (xs[:, None, :] - b[None]) * a[None]
+    else:
+        y = (xs[:, None, :] - b[None]) * a[None, :, None]
+    return -0.5 * jnp.sum(jnp.square(y), axis=-1) + const
 
 
 def _block_stats(xs, resp, center, covariance_type: str) -> SuffStats:
@@ -94,23 +105,28 @@ def _block_stats(xs, resp, center, covariance_type: str) -> SuffStats:
     if covariance_type not in ("full", "tied"):
         return stats_centered(xs[:, None, :] - center[None], resp, covariance_type)
     xc = xs[None, :, :] - center[:, None, :]  # (K, B, D), component-major for batched products
-    rxc = resp.T[:, :, None] * xc
+    rt = resp.T
     nk = jnp.sum(resp, axis=0)
-    sx = jnp.sum(rxc, axis=1)
+    sx = jnp.einsum("kb,kbd->kd", rt, xc)
+    # S_k = sum_b r_bk xc xc^T = (sqrt(r) xc)^T (sqrt(r) xc): one symmetric product per component, which XLA's
+    # CPU backend runs about twice as fast as scaling only one operand.
+    s = jnp.sqrt(rt)[:, :, None] * xc
     if covariance_type == "full":
-        sxx = jnp.matmul(jnp.swapaxes(rxc, 1, 2), xc)
+        sxx = jnp.matmul(jnp.swapaxes(s, 1, 2), s)
     else:
-        kb = xc.shape[0] * xc.shape[1]
-        sxx = rxc.reshape(kb, -1).T @ xc.reshape(kb, -1)
+        kb = s.shape[0] * s.shape[1]
+        sxx = s.reshape(kb, -1).T @ s.reshape(kb, -1)
     return SuffStats(nk, sx, sxx)
 
 
 def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True):
     """One fused pass: E-step per block, then statistics (or only counts), and the weighted log-likelihood sum."""
 
+    factors = _log_prob_factors(params, covariance_type)
+
     def fn(xb, wb, i):
         xs = xb - shift
-        lj = _block_log_prob(xs, params, covariance_type) + params.log_weights
+        lj = _block_log_prob(xs, factors, covariance_type) + params.log_weights
         ln = logsumexp(lj, axis=-1)
         resp = jnp.exp(lj - ln[:, None]) * wb[:, None]
         ll = jnp.sum(jnp.where(wb > 0, wb * ln, 0.0))

@@ -74,6 +74,25 @@ def _eye_like(a: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
 
 
+def lower_triangular_inverse(chol: jax.Array) -> jax.Array:
+    """Inverse of lower-triangular matrices (..., D, D) by forward substitution over rows.
+
+    Equivalent to ``solve_triangular(L, I, lower=True)``; written as D small vectorised steps because XLA's CPU
+    triangular-solve expansion, placed in the same program as the EM pass, slowed the whole iteration by ~30%.
+    Row ``i`` of ``X = inv(L)`` is ``(e_i - L[i, :i] X[:i]) / L[i, i]``; rows not yet computed are zero, so the
+    full-row product needs no mask.
+    """
+    d = chol.shape[-1]
+    eye = jnp.eye(d, dtype=chol.dtype)
+
+    def body(i, x):
+        li = chol[..., i, :]  # (..., D)
+        row = (eye[i] - jnp.einsum("...j,...je->...e", li, x)) / chol[..., i, i][..., None]
+        return x.at[..., i, :].set(row)
+
+    return jax.lax.fori_loop(0, d, body, jnp.zeros_like(chol))
+
+
 def prec_chol_from_covariances(covariances: jax.Array, covariance_type: str) -> jax.Array:
     """Precision Cholesky factors from covariances.
 
@@ -87,8 +106,7 @@ def prec_chol_from_covariances(covariances: jax.Array, covariance_type: str) -> 
     """
     if covariance_type in ("full", "tied"):
         chol = jnp.linalg.cholesky(covariances)
-        inv_chol = solve_triangular(chol, _eye_like(chol), lower=True)
-        return jnp.swapaxes(inv_chol, -1, -2)
+        return jnp.swapaxes(lower_triangular_inverse(chol), -1, -2)
     return jax.lax.rsqrt(covariances)
 
 
