@@ -19,6 +19,7 @@ from gmm_jax.em import (
 )
 from gmm_jax.fit import FitResult, fit, restart_keys
 from gmm_jax.kmeans import KMeansResult, kmeans, kmeans_plusplus, kmeans_predict
+from gmm_jax.supervised import fit_supervised
 from gmm_jax.model import aic, bic, predict, predict_log_proba, predict_proba, sample, sample_component, score
 from gmm_jax.params import (
     COVARIANCE_TYPES,
@@ -53,6 +54,7 @@ __all__ = [
     "elbo",
     "em_step",
     "fit",
+    "fit_supervised",
     "from_covariances",
     "from_unconstrained",
     "kmeans",
