@@ -1,0 +1,115 @@
+"""K-means speed against scikit-learn ``KMeans(algorithm="lloyd")``, float32, same data and initial centres.
+
+    python benchmarks/bench_kmeans.py [--quick]
+
+Per-iteration time = (t(M2 iterations) - t(M1 iterations)) / (M2 - M1) for both libraries (fixed costs drop out;
+compilation is excluded and reported).  Also: R=32 vmapped restarts against ``n_init=32`` on n=2000, d=2, K=5
+(whole fit, compile excluded).  Writes benchmarks/results/kmeans.json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import unthrottle_blas  # noqa: E402
+
+unthrottle_blas()
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import gmm_jax  # noqa: E402
+from _common import best_time, blas_description, machine_description, print_table, write_json  # noqa: E402
+
+GRID = [(1_000_000, 16, 64), (100_000, 64, 16)]
+
+
+def data(n, d, k, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(k, d))[rng.integers(0, k, n)] * 3 + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def per_iter(X, init, m1, m2):
+    from sklearn.cluster import KMeans
+
+    k = init.shape[0]
+    Xj = jnp.asarray(X)
+
+    def ours(m):
+        r = gmm_jax.kmeans(jax.random.key(0), Xj, k, init=init, max_iter=m, tol=0.0)
+        r.centers.block_until_ready()
+        return r
+
+    t = time.perf_counter()
+    ours(m1)
+    compile_s = time.perf_counter() - t
+    ours(m2)
+    t1, t2 = best_time(lambda: ours(m1)), best_time(lambda: ours(m2))
+    r1, r2 = ours(m1), ours(m2)
+    ms = (t2 - t1) / (int(r2.n_iter) - int(r1.n_iter)) * 1e3
+
+    def sk(m):
+        return KMeans(k, init=init, n_init=1, max_iter=m, tol=0.0, algorithm="lloyd").fit(X)
+
+    s1, s2 = best_time(lambda: sk(m1), 2), best_time(lambda: sk(m2), 2)
+    k1, k2 = sk(m1), sk(m2)
+    sk_ms = (s2 - s1) / (k2.n_iter_ - k1.n_iter_) * 1e3
+    same = bool(np.array_equal(np.asarray(r2.labels), k2.labels_))
+    return ms, sk_ms, compile_s - t1, same, int(r2.n_iter), int(k2.n_iter_)
+
+
+def restarts(R=32):
+    from sklearn.cluster import KMeans
+
+    X = data(2000, 2, 5, seed=1)
+    Xj = jnp.asarray(X)
+
+    def ours(r):
+        res = gmm_jax.kmeans(jax.random.key(0), Xj, 5, n_restarts=r)
+        res.centers.block_until_ready()
+        return res
+
+    ours(1)
+    ours(R)
+    t_one, t_r = best_time(lambda: ours(1), 5), best_time(lambda: ours(R), 5)
+    t_sk = best_time(lambda: KMeans(5, n_init=R, algorithm="lloyd", random_state=0).fit(X), 3)
+    return t_one, t_r, t_sk, float(ours(R).inertia), float(KMeans(5, n_init=R, random_state=0).fit(X).inertia_)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "kmeans.json"))
+    args = ap.parse_args(argv)
+    scale = args.scale / (10 if args.quick else 1)
+    info = machine_description()
+    print(f"machine: {info['cpu']} ({info['cores']} cores), JAX {info['jax']} on {info['jax_devices']}")
+    print(f"NumPy BLAS (threadpoolctl): {blas_description()}")
+    rows = []
+    for n, d, k in GRID:
+        n = int(n * scale)
+        X = data(n, d, k)
+        init = X[np.random.default_rng(1).choice(n, k, replace=False)]
+        ms, sk_ms, comp, same, it_ours, it_sk = per_iter(X, init, 3, 8)
+        rows.append({"n": n, "d": d, "k": k, "ms_per_iter": ms, "sklearn_ms_per_iter": sk_ms,
+                     "speedup_vs_sklearn": sk_ms / ms, "compile_s": comp, "same_labels": same,
+                     "iters": f"{it_ours}/{it_sk}"})
+        print_table(rows[-1:], list(rows[-1]))
+    t_one, t_r, t_sk, inertia, sk_inertia = restarts()
+    rows.append({"n": 2000, "d": 2, "k": 5, "restarts": 32, "ms_one_restart": t_one * 1e3, "ms_32_restarts": t_r * 1e3,
+                 "sklearn_ms_n_init_32": t_sk * 1e3, "speedup_vs_sklearn": t_sk / t_r,
+                 "cost_32_over_1": t_r / t_one, "inertia": inertia, "sklearn_inertia": sk_inertia})
+    print_table(rows[-1:], list(rows[-1]))
+    write_json(args.out, rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

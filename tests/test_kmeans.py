@@ -1,0 +1,81 @@
+"""K-means: equality with scikit-learn's Lloyd K-means, k-means++ D^2 seeding, restarts, matching helper."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+
+import gmm_jax
+from tests.conftest import make_blobs
+
+
+def _sk(X, init, **kw):
+    return KMeans(n_clusters=init.shape[0], init=init, n_init=1, algorithm="lloyd", **kw).fit(X)
+
+
+@pytest.mark.parametrize("case", ["blobs", "empty_cluster", "weighted"])
+def test_lloyd_equals_sklearn(case):
+    X, _ = make_blobs(seed=40, n_per=70, d=3, k=4, sep=3.0)
+    rng = np.random.default_rng(41)
+    init = X[rng.choice(X.shape[0], 4, replace=False)].copy()
+    w = None
+    if case == "empty_cluster":
+        init[3] = 1e3  # no point is nearest to this centre: sklearn relocates it to the farthest point
+    if case == "weighted":
+        w = rng.uniform(0.1, 3.0, X.shape[0])
+    sk = _sk(X, init, tol=1e-4, max_iter=300).fit(X, sample_weight=w)
+    res = gmm_jax.kmeans(jax.random.key(0), X, 4, init=init, tol=1e-4, max_iter=300, sample_weight=w, block_size=64)
+    np.testing.assert_allclose(res.centers, sk.cluster_centers_, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(res.labels, sk.labels_)
+    assert int(res.n_iter) == sk.n_iter_
+    np.testing.assert_allclose(res.inertia, sk.inertia_, rtol=1e-10)
+    if case == "empty_cluster":
+        assert np.all(np.bincount(np.asarray(res.labels), minlength=4) > 0)
+
+
+def test_kmeans_plusplus_seeds_spread_over_clusters():
+    """D^2 sampling: on three far-apart clusters the three seeds fall in three clusters for >= 99% of 1000 keys."""
+    rng = np.random.default_rng(42)
+    centers = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]])
+    y = np.repeat(np.arange(3), [200, 50, 10])  # unequal sizes: uniform sampling would often miss the small one
+    X = jnp.asarray(centers[y] + rng.normal(size=(y.size, 2)))
+    keys = jax.random.split(jax.random.key(0), 1000)
+    _, idx = jax.jit(jax.vmap(lambda k: gmm_jax.kmeans_plusplus(k, X, 3)))(keys)
+    distinct = np.array([len(set(y[np.asarray(i)])) == 3 for i in idx])
+    assert distinct.mean() >= 0.99, distinct.mean()
+    # and with uniform seeding (the control) the small cluster is usually missed
+    uni = jax.vmap(lambda k: jax.random.choice(k, y.size, (3,), replace=False))(keys)
+    assert np.mean([len(set(y[np.asarray(i)])) == 3 for i in uni]) < 0.5
+
+
+def test_restarts_keep_lowest_inertia():
+    X, _ = make_blobs(seed=43, n_per=40, k=5, sep=2.5)
+    res = gmm_jax.kmeans(jax.random.key(1), X, 5, n_restarts=6)
+    assert res.all_inertia.shape == (6,)
+    assert int(res.best) == int(np.argmin(res.all_inertia))
+    np.testing.assert_allclose(res.inertia, np.min(res.all_inertia))
+    np.testing.assert_array_equal(gmm_jax.kmeans_predict(jnp.asarray(X), res.centers), res.labels)
+
+
+def test_kmeans_validation():
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(ValueError, match="init centres must have shape"):
+        gmm_jax.kmeans(jax.random.key(0), X, 3, init=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="unknown init"):
+        gmm_jax.kmeans(jax.random.key(0), X, 3, init="kmeans||")
+    with pytest.raises(ValueError, match="too few points"):
+        gmm_jax.kmeans(jax.random.key(0), X[:2], 3)
+
+
+def test_match_components_is_optimal():
+    rng = np.random.default_rng(44)
+    for _ in range(20):
+        c = rng.integers(0, 50, size=(6, 6)).astype(float)
+        r, col = gmm_jax.match_components(c, maximize=True)
+        rr, cc = linear_sum_assignment(c, maximize=True)
+        assert c[r, col].sum() == c[rr, cc].sum()
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([2, 2, 0, 0, 1, 1])
+    assert gmm_jax.matched_accuracy(labels, pred) == 1.0
