@@ -17,7 +17,7 @@ from gmm_jax.em import (
     score_samples,
     sufficient_stats,
 )
-from gmm_jax.fit import FitResult, fit, restart_keys
+from gmm_jax.fit import FitResult, fit, initialize, restart_keys
 from gmm_jax.kmeans import KMeansResult, kmeans, kmeans_plusplus, kmeans_predict
 from gmm_jax.supervised import fit_supervised
 from gmm_jax.metrics import component_to_class, match_components, matched_accuracy
@@ -56,6 +56,7 @@ __all__ = [
     "em_step",
     "fit",
     "fit_supervised",
+    "initialize",
     "from_covariances",
     "from_unconstrained",
     "kmeans",

@@ -326,3 +326,30 @@ def fit(
         max_iter=max_iter,
         block_size=bs,
     )
+
+
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "block_size"))
+def _init_jit(key, X, w, reg_covar, *, n_components, covariance_type, init, block_size):
+    bs = block_size
+    shift = data_shift(X, bs, w)
+    wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else jnp.sum(w)
+    data_cov = tol_kmeans = None
+    if init == "random_from_data":
+        data_cov = _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs)
+    if init == "kmeans":
+        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs)
+    p = _initial_params(key, X, w, shift, wsum, None, data_cov, tol_kmeans, reg_covar, n_components=n_components,
+                        covariance_type=covariance_type, init=init, bs=bs)
+    return p._replace(means=p.means + shift)
+
+
+def initialize(key, X, n_components: int, *, covariance_type: str = "full", init: str = "kmeans",
+               reg_covar: float = 1e-6, sample_weight=None, block_size=None) -> GMMParams:
+    """The initial parameters :func:`fit` would start one restart from (same key convention as a single key
+    passed to ``fit`` with ``n_restarts=1`` is ``restart_keys(key, 1)[0]``)."""
+    from gmm_jax._validation import validate_fit
+
+    X, w, _ = validate_fit(X, n_components, covariance_type, init, None, 1, 0.0, reg_covar, sample_weight, 1)
+    bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1])
+    return _init_jit(key, X, w, jnp.asarray(reg_covar, X.dtype), n_components=n_components,
+                     covariance_type=covariance_type, init=init, block_size=bs)

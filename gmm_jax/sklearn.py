@@ -1,0 +1,252 @@
+"""scikit-learn-compatible estimators (NumPy in, NumPy out) on top of the functional core.
+
+Requires scikit-learn (``pip install gmm_jax[sklearn]``).  ``GaussianMixture`` takes the constructor arguments of
+scikit-learn 1.9's ``GaussianMixture``; ``n_init`` restarts run at once by ``vmap``.  Given the same explicit
+initial parameters, the fitted attributes equal scikit-learn's (tests/test_sklearn.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin, TransformerMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils import check_random_state
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover
+    raise ImportError("gmm_jax.sklearn needs scikit-learn: pip install 'gmm_jax[sklearn]'") from exc
+
+from gmm_jax import model
+from gmm_jax.fit import fit as _fit
+from gmm_jax.fit import initialize
+from gmm_jax.kmeans import kmeans as _kmeans
+from gmm_jax.params import (
+    GMMParams,
+    covariances_from_prec_chol,
+    prec_chol_from_precisions,
+    precisions_from_prec_chol,
+)
+
+
+def _key(random_state):
+    rng = check_random_state(random_state)
+    return jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
+
+
+def _dtype():
+    return [np.float64, np.float32] if jax.config.jax_enable_x64 else [np.float32, np.float64]
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fit by EM (scikit-learn API).
+
+    Parameters are those of ``sklearn.mixture.GaussianMixture`` (1.9).  Computation runs in float32 unless
+    ``jax_enable_x64`` is on and X is float64.
+    """
+
+    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
+                 init_params="kmeans", weights_init=None, means_init=None, precisions_init=None, random_state=None,
+                 warm_start=False, verbose=0, verbose_interval=10):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # ------------------------------------------------------------------ helpers
+    def _check_parameters(self):
+        from gmm_jax._validation import INITS, check_nonneg_float, check_positive_int
+        from gmm_jax.params import check_covariance_type
+
+        check_positive_int(self.n_components, "n_components")
+        check_covariance_type(self.covariance_type)
+        check_positive_int(self.max_iter, "max_iter", 0)
+        check_positive_int(self.n_init, "n_init")
+        check_nonneg_float(self.tol, "tol")
+        check_nonneg_float(self.reg_covar, "reg_covar")
+        if self.init_params not in INITS:
+            raise ValueError(f"unknown init_params {self.init_params!r}; expected one of {', '.join(INITS)}")
+
+    def _params(self):
+        return GMMParams(jnp.log(jnp.asarray(self.weights_)), jnp.asarray(self.means_),
+                         jnp.asarray(self.precisions_cholesky_))
+
+    def _initial(self, X, key, sample_weight):
+        """Explicit initial parameters when any of weights/means/precisions_init is given (the rest estimated)."""
+        if self.warm_start and hasattr(self, "converged_"):
+            return self._params()
+        if self.weights_init is None and self.means_init is None and self.precisions_init is None:
+            return None
+        k, d = self.n_components, X.shape[1]
+        base = None
+        if self.weights_init is None or self.means_init is None or self.precisions_init is None:
+            base = initialize(key, X, k, covariance_type=self.covariance_type, init=self.init_params,
+                              reg_covar=self.reg_covar, sample_weight=sample_weight)
+        dt = X.dtype
+        if self.weights_init is not None:
+            w = np.asarray(self.weights_init, dtype=np.float64)
+            if w.shape != (k,):
+                raise ValueError(f"weights_init must have shape ({k},), got {w.shape}")
+            if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+                raise ValueError("weights_init must be non-negative and sum to one")
+            lw = jnp.asarray(np.log(w), dt)
+        else:
+            lw = base.log_weights
+        if self.means_init is not None:
+            m = np.asarray(self.means_init, dtype=np.float64)
+            if m.shape != (k, d):
+                raise ValueError(f"means_init must have shape ({k}, {d}), got {m.shape}")
+            means = jnp.asarray(m, dt)
+        else:
+            means = base.means
+        if self.precisions_init is not None:
+            p = jnp.asarray(np.asarray(self.precisions_init, dtype=np.float64))
+            pc = prec_chol_from_precisions(p, self.covariance_type).astype(dt)
+            if not bool(jnp.all(jnp.isfinite(pc))):
+                raise ValueError("precisions_init must be symmetric positive definite")
+        else:
+            pc = base.prec_chol
+        return GMMParams(lw, means, pc)
+
+    # ------------------------------------------------------------------ API
+    def fit(self, X, y=None, sample_weight=None):
+        self.fit_predict(X, y, sample_weight=sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        self._check_parameters()
+        X = validate_data(self, X, dtype=_dtype(), ensure_min_samples=2)
+        if X.shape[0] < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                             f"n_samples = {X.shape[0]}")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        key = _key(self.random_state)
+        Xj = jnp.asarray(X) if X.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.asarray(X, jnp.float32)
+        init = self._initial(Xj, key, sample_weight)
+        n_init = 1 if (init is not None and self.warm_start and hasattr(self, "converged_")) else self.n_init
+        max_iter = max(1, self.max_iter)
+        res = _fit(key, Xj, self.n_components, covariance_type=self.covariance_type, n_restarts=n_init,
+                   init=self.init_params, init_params=init, max_iter=max_iter, tol=self.tol,
+                   reg_covar=self.reg_covar, sample_weight=sample_weight)
+        b = int(res.best)
+        p = jax.device_get(res.params)
+        self.weights_ = np.exp(np.asarray(p.log_weights, np.float64)).astype(p.means.dtype)
+        self.weights_ /= self.weights_.sum()
+        self.means_ = np.asarray(p.means)
+        self.precisions_cholesky_ = np.asarray(p.prec_chol)
+        self.covariances_ = np.asarray(covariances_from_prec_chol(res.params.prec_chol, self.covariance_type))
+        self.precisions_ = np.asarray(precisions_from_prec_chol(res.params.prec_chol, self.covariance_type))
+        self.converged_ = bool(res.converged[b])
+        self.n_iter_ = int(res.n_iter[b])
+        trace = np.asarray(res.trace[b])
+        self.lower_bounds_ = [float(v) for v in trace[: self.n_iter_]]
+        self.lower_bound_ = float(res.lower_bound[b])
+        if self.verbose:
+            for r in range(n_init):
+                print(f"Initialization {r}: converged={bool(res.converged[r])} n_iter={int(res.n_iter[r])} "
+                      f"log-likelihood={float(res.log_likelihood[r]):.6f}")
+                if self.verbose >= 2:
+                    tr = np.asarray(res.trace[r])
+                    for it in range(0, int(res.n_iter[r]), self.verbose_interval):
+                        print(f"  Iteration {it + 1}: lower bound {tr[it]:.6f}")
+        if not bool(res.finite[b]):
+            warnings.warn("EM produced non-finite parameters; the last finite ones are kept. Increase reg_covar.",
+                          ConvergenceWarning, stacklevel=2)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn("Best performing initialization did not converge. Try different init parameters, or "
+                          "increase max_iter, tol, or check for degenerate data.", ConvergenceWarning, stacklevel=2)
+        return self.predict(X)
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=_dtype(), reset=False)
+        return jnp.asarray(X, self.means_.dtype)
+
+    def predict(self, X):
+        return np.asarray(model.predict(self._check_X(X), self._params(), self.covariance_type))
+
+    def predict_proba(self, X):
+        return np.asarray(model.predict_proba(self._check_X(X), self._params(), self.covariance_type))
+
+    def score_samples(self, X):
+        return np.asarray(model.score_samples_blocked(self._check_X(X), self._params(), self.covariance_type))
+
+    def score(self, X, y=None):
+        return float(np.mean(self.score_samples(X)))
+
+    def bic(self, X):
+        return float(model.bic(self._check_X(X), self._params(), self.covariance_type))
+
+    def aic(self, X):
+        return float(model.aic(self._check_X(X), self._params(), self.covariance_type))
+
+    def sample(self, n_samples=1):
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples}. It must be at least one.")
+        X, y = model.sample(_key(self.random_state), self._params(), int(n_samples), self.covariance_type)
+        order = np.argsort(np.asarray(y), kind="stable")  # grouped by component, as scikit-learn returns them
+        return np.asarray(X)[order], np.asarray(y)[order]
+
+
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """K-means (Lloyd) with vmapped restarts (scikit-learn API)."""
+
+    def __init__(self, n_clusters=8, *, init="k-means++", n_init="auto", max_iter=300, tol=1e-4, random_state=None):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    def fit(self, X, y=None, sample_weight=None):
+        X = validate_data(self, X, dtype=_dtype())
+        if X.shape[0] < self.n_clusters:
+            raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}.")
+        n_init = self.n_init
+        if n_init == "auto":
+            n_init = 1 if (isinstance(self.init, str) and self.init == "k-means++") or not isinstance(self.init, str) else 10
+        Xj = jnp.asarray(X) if X.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.asarray(X, jnp.float32)
+        res = _kmeans(_key(self.random_state), Xj, self.n_clusters, n_restarts=int(n_init), init=self.init,
+                      max_iter=self.max_iter, tol=self.tol,
+                      sample_weight=None if sample_weight is None else np.asarray(sample_weight, np.float64))
+        self.cluster_centers_ = np.asarray(res.centers)
+        self.labels_ = np.asarray(res.labels)
+        self.inertia_ = float(res.inertia)
+        self.n_iter_ = int(res.n_iter)
+        return self
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=_dtype(), reset=False)
+        return jnp.asarray(X, self.cluster_centers_.dtype)
+
+    def predict(self, X):
+        from gmm_jax.kmeans import kmeans_predict
+
+        return np.asarray(kmeans_predict(self._check_X(X), jnp.asarray(self.cluster_centers_)))
+
+    def transform(self, X):
+        Xj = self._check_X(X)
+        c = jnp.asarray(self.cluster_centers_)
+        return np.asarray(jnp.sqrt(jnp.maximum(jax.vmap(lambda x: jnp.sum(jnp.square(x - c), -1))(Xj), 0.0)))
+
+    def score(self, X, y=None, sample_weight=None):
+        d = self.transform(X).min(axis=1) ** 2
+        return float(-np.sum(d if sample_weight is None else d * np.asarray(sample_weight)))
