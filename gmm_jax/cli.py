@@ -1,0 +1,243 @@
+"""The ``gmm-jax`` command line: demo, fit, predict, sample, verify.
+
+Errors in the user's input print one line naming the file (and row) and exit with status 2; outputs are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+
+import numpy as np
+
+
+class InputError(Exception):
+    """A problem with the user's input: reported in one line, exit status 2."""
+
+
+def read_data(path: str) -> np.ndarray:
+    """Load a 2-D float array from .npy, .npz (first array) or .csv (optional header row)."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            X = np.load(path, allow_pickle=False)
+        elif ext == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if not z.files:
+                    raise InputError(f"{path}: the .npz file holds no array")
+                X = z["X"] if "X" in z.files else z[z.files[0]]
+        elif ext in (".csv", ".txt"):
+            X = _read_csv(path)
+        else:
+            raise InputError(f"{path}: unsupported file type {ext!r} (use .npy, .npz or .csv)")
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: could not read data ({exc})") from None
+    if X.dtype == object or not np.issubdtype(X.dtype, np.number):
+        raise InputError(f"{path}: data must be numeric, got dtype {X.dtype}")
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise InputError(f"{path}: data must be a non-empty 2-D array, got shape {X.shape}")
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        raise InputError(f"{path}: row {bad[0][0] + 1}: NaN or infinite value in column {bad[0][1] + 1}")
+    return X.astype(np.float64) if X.dtype == np.float64 else X.astype(np.float32)
+
+
+def _read_csv(path: str) -> np.ndarray:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    rows = [(i, r) for i, r in enumerate(rows, start=1) if any(c.strip() for c in r)]
+    if not rows:
+        raise InputError(f"{path}: empty CSV file")
+    out, width = [], None
+    for n, (lineno, r) in enumerate(rows):
+        try:
+            vals = [float(c) for c in r]
+        except ValueError:
+            if n == 0:  # header
+                continue
+            bad = next(c for c in r if not _is_float(c))
+            raise InputError(f"{path}: row {lineno}: not a number: {bad.strip()!r}") from None
+        if width is None:
+            width = len(vals)
+        elif len(vals) != width:
+            raise InputError(f"{path}: row {lineno}: {len(vals)} values, expected {width} (ragged CSV)")
+        out.append(vals)
+    if not out:
+        raise InputError(f"{path}: no numeric rows")
+    return np.asarray(out, dtype=np.float64)
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _write_text(path: str, text: str) -> None:
+    from gmm_jax.io import atomic_write
+
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def cmd_fit(args) -> int:
+    import jax
+
+    import gmm_jax
+    from gmm_jax.io import save_params
+
+    X = read_data(args.data)
+    if args.select_k:
+        try:
+            kmin, kmax = (int(v) for v in args.select_k.split(":"))
+        except ValueError:
+            raise InputError(f"--select-k must be KMIN:KMAX, got {args.select_k!r}") from None
+        ks = range(kmin, kmax + 1)
+    else:
+        if args.k is None:
+            raise InputError("give -k K or --select-k KMIN:KMAX")
+        ks = [args.k]
+    best = None
+    for k in ks:
+        try:
+            res = gmm_jax.fit(jax.random.key(args.seed), X, k, covariance_type=args.covariance_type,
+                              n_restarts=args.restarts, max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar)
+        except ValueError as exc:
+            raise InputError(f"{args.data}: {exc}") from None
+        bic = float(gmm_jax.bic(X, res.params, args.covariance_type))
+        b = int(res.best)
+        print(f"K={k}: mean log-likelihood {float(res.log_likelihood[b]):.6f}, BIC {bic:.3f}, "
+              f"iterations {int(res.n_iter[b])}, converged {bool(res.converged[b])}", file=sys.stderr)
+        if best is None or bic < best[0]:
+            best = (bic, k, res)
+    _, k, res = best
+    save_params(args.out, res.params, args.covariance_type)
+    print(f"wrote {args.out} (K={k}, covariance_type={args.covariance_type})")
+    return 0
+
+
+def _load_model(path):
+    from gmm_jax.io import load_params
+
+    try:
+        return load_params(path)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def cmd_predict(args) -> int:
+    import gmm_jax
+
+    params, ct = _load_model(args.model)
+    X = read_data(args.data)
+    d = np.asarray(params.means).shape[1]
+    if X.shape[1] != d:
+        raise InputError(f"{args.data}: {X.shape[1]} features, but the model in {args.model} has {d}")
+    X = X.astype(np.asarray(params.means).dtype)
+    labels = np.asarray(gmm_jax.predict(X, params, ct))
+    text = "\n".join(str(v) for v in labels) + "\n"
+    if args.out:
+        _write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import jax
+
+    import gmm_jax
+
+    params, ct = _load_model(args.model)
+    k = np.asarray(params.means).shape[0]
+    if args.n < 1:
+        raise InputError(f"-n must be >= 1, got {args.n}")
+    key = jax.random.key(args.seed)
+    if args.component is not None:
+        if not 0 <= args.component < k:
+            raise InputError(f"--component must be in [0, {k}), got {args.component}")
+        X = np.asarray(gmm_jax.sample_component(key, params, args.component, args.n, ct))
+        y = np.full(args.n, args.component)
+    else:
+        X, y = (np.asarray(a) for a in gmm_jax.sample(key, params, args.n, ct))
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack([X, y]), delimiter=",", fmt="%.8g",
+               header=",".join([f"x{j}" for j in range(X.shape[1])] + ["component"]), comments="")
+    if args.out:
+        _write_text(args.out, buf.getvalue())
+    else:
+        sys.stdout.write(buf.getvalue())
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from gmm_jax import verify
+
+    return verify.main(["--broken-m-step"] if args.broken_m_step else [])
+
+
+def cmd_demo(args) -> int:
+    from gmm_jax import demo
+
+    return demo.main(["--out", args.out] + (["--quick"] if args.quick else []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gmm-jax", description="Gaussian mixtures fit by EM in JAX")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="the main job: fits, comparisons and checks on bundled data; writes a report")
+    p.add_argument("--out", default="gmm_jax_demo")
+    p.add_argument("--quick", action="store_true", help="fewer restarts and seeds")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("fit", help="fit a GMM to DATA (.npy, .npz, .csv) and save the model (.npz)")
+    p.add_argument("data")
+    p.add_argument("-k", type=int)
+    p.add_argument("--covariance-type", default="full", choices=["full", "tied", "diag", "spherical"])
+    p.add_argument("--restarts", type=int, default=4)
+    p.add_argument("--select-k", help="KMIN:KMAX, keep the K with the lowest BIC")
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--tol", type=float, default=1e-3)
+    p.add_argument("--reg-covar", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_fit)
+    p = sub.add_parser("predict", help="most probable component of each row of DATA")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("sample", help="draw points from a saved model (CSV: features, component)")
+    p.add_argument("model")
+    p.add_argument("-n", type=int, default=10)
+    p.add_argument("--component", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("verify", help="autodiff checks of every derivation (exit 1 if any fails)")
+    p.add_argument("--broken-m-step", action="store_true")
+    p.set_defaults(func=cmd_verify)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"gmm-jax: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
