@@ -35,7 +35,7 @@ class GMMVAE(nnx.Module):
       n_latent: L.
       n_components: K.
       hidden: hidden layer sizes of the encoder (the decoder mirrors them).
-      likelihood: 'bernoulli' (data in [0, 1]) or 'gaussian' (unit variance).
+      likelihood: 'bernoulli' (data in [0, 1]) or 'gaussian' (a learned variance per feature).
       rngs: ``nnx.Rngs``.
     """
 
@@ -51,6 +51,7 @@ class GMMVAE(nnx.Module):
         dsizes = (n_latent,) + tuple(reversed(hidden))
         self.dec = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dsizes[:-1], dsizes[1:])])
         self.dec_out = nnx.Linear(dsizes[-1], n_features, rngs=rngs)
+        self.dec_logvar = nnx.Param(jnp.zeros((n_features,)))  # used by the gaussian likelihood
         self.logits = nnx.Param(jnp.zeros((n_components,)))
         self.prior_means = nnx.Param(jax.random.normal(rngs.params(), (n_components, n_latent)))
         self.prior_logvars = nnx.Param(jnp.zeros((n_components, n_latent)))
@@ -83,7 +84,8 @@ class GMMVAE(nnx.Module):
     def log_likelihood(self, x, out):
         if self.likelihood == "bernoulli":
             return -jnp.sum(optax.sigmoid_binary_cross_entropy(out, x), axis=-1)
-        return -0.5 * jnp.sum(jnp.square(x - out) + math.log(2 * math.pi), axis=-1)
+        lv = jnp.clip(self.dec_logvar[...], -9.0, 4.0)
+        return -0.5 * jnp.sum(jnp.square(x - out) * jnp.exp(-lv) + lv + math.log(2 * math.pi), axis=-1)
 
     def elbo(self, key, x):
         """Per-point ELBO (n,) with one reparameterised sample for the reconstruction term."""
@@ -98,14 +100,23 @@ class GMMVAE(nnx.Module):
         m, logvar = self.encode(x)
         return jax.nn.softmax(self.component_scores(m, logvar), axis=-1)
 
-    def generate(self, key, component, n: int):
-        """n decoded mean images from prior component(s) ``component`` (int -> (n, D); (m,) -> (m, n, D))."""
+    def generate(self, key, component, n: int, observation_noise: bool = False):
+        """n points from prior component(s) ``component`` (int -> (n, D); (m,) -> (m, n, D)).
+
+        By default the decoder's mean E[x | z] for z ~ p(z | c); with ``observation_noise`` (gaussian likelihood)
+        a draw from p(x | z) itself.
+        """
         component = jnp.asarray(component)
         mu_c, lv_c = self.prior_means[...], self.prior_logvars[...]
 
         def one(k, c):
-            z = mu_c[c] + jnp.exp(0.5 * lv_c[c]) * jax.random.normal(k, (n, mu_c.shape[1]), mu_c.dtype)
-            return self.mean_image(z)
+            kz, kx = jax.random.split(k)
+            z = mu_c[c] + jnp.exp(0.5 * lv_c[c]) * jax.random.normal(kz, (n, mu_c.shape[1]), mu_c.dtype)
+            x = self.mean_image(z)
+            if observation_noise and self.likelihood == "gaussian":
+                sd = jnp.exp(0.5 * jnp.clip(self.dec_logvar[...], -9.0, 4.0))
+                x = x + sd * jax.random.normal(kx, x.shape, x.dtype)
+            return x
 
         if component.ndim == 0:
             return one(key, component)
