@@ -102,7 +102,7 @@ def run_seed(seed, vae_epochs, quick):
     grids[r["model"]] = (s, mp)
 
     # GMM-VAE
-    m = GMMVAE(64, 10, K, hidden=(256, 128), likelihood="bernoulli", rngs=__import__("flax").nnx.Rngs(seed))
+    m = GMMVAE(64, 20, K, hidden=(256, 128), likelihood="bernoulli", rngs=__import__("flax").nnx.Rngs(seed))
     logs = train(m, jax.random.fold_in(key, 1), Xtr, pretrain_epochs=20 if not quick else 5,
                  epochs=vae_epochs, batch_size=64, lr=1e-3, log_every=max(1, vae_epochs // 4))
     s = np.asarray(m.generate(jax.random.fold_in(key, 2), jnp.arange(K), PER))

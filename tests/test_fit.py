@@ -173,3 +173,17 @@ def test_fit_composes_inside_user_jit():
         return gmm_jax.fit(jax.random.key(0), X, 2, max_iter=5).log_likelihood
 
     np.testing.assert_allclose(f(jnp.asarray(X)), gmm_jax.fit(jax.random.key(0), X, 2, max_iter=5).log_likelihood)
+
+
+def test_second_call_does_not_recompile():
+    """Same shapes and static options: new data values, keys, tol and reg_covar reuse the compiled program."""
+    from gmm_jax.fit import _fit_jit
+
+    rng = np.random.default_rng(37)
+    X = rng.normal(size=(64, 3)).astype(np.float32)
+    gmm_jax.fit(jax.random.key(0), X, 2, max_iter=7)
+    n = _fit_jit._cache_size()
+    gmm_jax.fit(jax.random.key(1), X * 3 + 1, 2, max_iter=7, tol=1e-5, reg_covar=1e-3)
+    assert _fit_jit._cache_size() == n
+    gmm_jax.fit(jax.random.key(1), X, 2, max_iter=8)  # a new static option compiles once more
+    assert _fit_jit._cache_size() == n + 1
