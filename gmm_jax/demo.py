@@ -172,6 +172,8 @@ def main(argv=None) -> int:
     xb, yb = skd.make_blobs(n_samples=1500, random_state=170)
     data = {"iris": Xi, "wine (standardised)": _std(skd.load_wine()),
             "anisotropic blobs": (xb @ np.array([[0.6, -0.6], [-0.4, 0.8]]), yb)}
+    if args.quick:  # a smoke run: the data set with the figure only
+        data = {"anisotropic blobs": data["anisotropic blobs"]}
     lines += section_classification(data, restarts, args.out, plt)
     prog.step("classification")
     lines += section_generation((dig.data / 16.0, dig.target), args.out, plt)
