@@ -25,9 +25,9 @@ import warnings  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import best_time, blas_description, machine_description, matmul_gflops, print_table, write_json  # noqa: E402
 
 import gmm_jax  # noqa: E402
-from _common import blas_description, best_time, machine_description, matmul_gflops, print_table, write_json  # noqa: E402
 
 GRID = [(100_000, 16, 16), (100_000, 64, 8), (1_000_000, 8, 16)]
 

@@ -23,9 +23,9 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import best_time, blas_description, machine_description, print_table, write_json  # noqa: E402
 
 import gmm_jax  # noqa: E402
-from _common import best_time, blas_description, machine_description, print_table, write_json  # noqa: E402
 
 GRID = [(1_000_000, 16, 64), (100_000, 64, 16)]
 

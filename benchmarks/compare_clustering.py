@@ -93,7 +93,7 @@ def run_method(method, X, k, seeds, tuned):
     preds = []
     for s in range(len(seeds)):
         i = s * R + int(best[s])
-        p = jax.tree.map(lambda a: a[i], res.all_params)
+        p = jax.tree.map(lambda a, i=i: a[i], res.all_params)
         preds.append(np.asarray(gmm_jax.predict(Xj, p, ct)))
     return preds
 

@@ -162,7 +162,7 @@ def main(argv=None):
     for name in dict.fromkeys(r["model"] for r in all_rows):
         rs = [r for r in all_rows if r["model"] == name]
 
-        def ms(key):
+        def ms(key, rs=rs):
             v = np.array([r[key] for r in rs])
             return f"{v.mean():.3f} ± {v.std():.3f}"
 

@@ -19,8 +19,6 @@ from gmm_jax.em import (
 )
 from gmm_jax.fit import FitResult, fit, initialize, restart_keys
 from gmm_jax.kmeans import KMeansResult, kmeans, kmeans_plusplus, kmeans_predict
-from gmm_jax.supervised import fit_supervised
-from gmm_jax.vae import GMMVAE
 from gmm_jax.metrics import component_to_class, match_components, matched_accuracy
 from gmm_jax.model import aic, bic, predict, predict_log_proba, predict_proba, sample, sample_component, score
 from gmm_jax.params import (
@@ -37,6 +35,8 @@ from gmm_jax.params import (
     precisions_from_prec_chol,
     to_unconstrained,
 )
+from gmm_jax.supervised import fit_supervised
+from gmm_jax.vae import GMMVAE
 
 __version__ = "0.1.0"
 

@@ -9,16 +9,18 @@ float32 accurate for data with a large offset.
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
 from gmm_jax._blocks import block_reduce, data_shift, resolve_block_size
-from gmm_jax.em import SuffStats, log_prob_centered, m_step, stats_centered
+from gmm_jax.em import SuffStats, m_step, stats_centered
 from gmm_jax.kmeans import _assign_block, _lloyd, kmeans_plusplus, kmeans_tolerance
 from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_from_covariances
 
@@ -191,7 +193,13 @@ def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, r
     return m_step(stats, seeds, covariance_type, reg_covar)
 
 
-def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs):
+def _print_progress(it, ll):
+    ll = np.atleast_1d(np.asarray(ll))
+    print(f"EM iteration {int(np.max(it)) + 1}: mean log-likelihood " + " ".join(f"{v:.5f}" for v in ll),
+          file=sys.stderr, flush=True)
+
+
+def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs, progress=None):
     dtype = X.dtype
 
     def cond(s):
@@ -206,6 +214,8 @@ def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_
         ok = _all_finite(new) & jnp.isfinite(ll)
         params = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, params)
         trace = trace.at[it].set(ll)
+        if progress is not None:  # a host callback per iteration: no recompilation, no sync of the loop state
+            jax.debug.callback(_print_progress if progress is True else progress, it, ll)
         return it + 1, params, ll, trace, jnp.abs(ll - prev) < tol, ok
 
     s0 = (
@@ -221,8 +231,9 @@ def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_
     return params, ll_sum / wsum, lower_bound, n_iter, converged, finite, trace, counts
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size"))
-def _fit_jit(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size):
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size", "progress"))
+def _fit_jit(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
+             progress=None):
     bs = block_size
     shift = data_shift(X, bs, w)
     wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else jnp.sum(w)
@@ -237,7 +248,7 @@ def _fit_jit(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
         p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
                              n_components=n_components, covariance_type=covariance_type, init=init, bs=bs)
         return _em_loop(X, w, shift, wsum, p0, tol, reg_covar, covariance_type=covariance_type,
-                        max_iter=max_iter, bs=bs)
+                        max_iter=max_iter, bs=bs, progress=progress)
 
     if keys.shape[0] == 1:  # a batch of one runs unbatched: XLA's CPU kernels are faster without the extra axis
         out = jax.tree.map(lambda a: a[None], one(keys[0]))
@@ -269,6 +280,7 @@ def fit(
     reg_covar: float = 1e-6,
     sample_weight=None,
     block_size: int | None = None,
+    progress=None,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM, ``n_restarts`` restarts at once (vmapped); the best is returned.
 
@@ -291,6 +303,8 @@ def fit(
       reg_covar: added to the covariance diagonals (in data units squared).
       sample_weight: optional (n,) non-negative weights.
       block_size: rows per block (default keeps the (block, K, D) scratch near 8 MiB).
+      progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
+        ``f(iteration, log_likelihoods)`` receives them instead (a host callback from inside the jitted loop).
 
     Returns:
       :class:`FitResult`.
@@ -325,6 +339,7 @@ def fit(
         init=init if init_params is None else "explicit",
         max_iter=max_iter,
         block_size=bs,
+        progress=progress,
     )
 
 

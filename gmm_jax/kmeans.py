@@ -73,25 +73,6 @@ def kmeans_block_size(block_size, n: int, n_clusters: int) -> int:
     return int(max(1, min(n, max(1024, min(16384, (1 << 19) // max(1, n_clusters))))))
 
 
-def kmeans_block_size(block_size, n: int, n_clusters: int) -> int:
-    """Rows per block for K-means passes: the (K, B) distance block near 2 MiB."""
-    if block_size is not None:
-        return int(max(1, min(int(block_size), n)))
-    return int(max(1, min(n, max(1024, min(16384, (1 << 19) // max(1, n_clusters))))))
-
-
-def _row_argmin(d2: jax.Array):
-    """(argmin, min) along the last axis, ties to the lowest index.
-
-    Written as two plain min-reductions: XLA's CPU argmin (a variadic reduce) was 8x slower than the distance
-    product itself at K = 64.
-    """
-    m = jnp.min(d2, axis=-1)
-    k = d2.shape[-1]
-    idx = jnp.min(jnp.where(d2 == m[..., None], jnp.arange(k, dtype=jnp.int32), k), axis=-1)
-    return idx, jnp.maximum(m, 0.0)
-
-
 def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=None, block_size=None):
     """Greedy k-means++ seeding (D^2 sampling with ``n_local_trials`` candidates per centre, best kept).
 

@@ -22,7 +22,8 @@ def test_restarts_equal_separate_fits_and_best_is_highest():
     for r, s in enumerate(singles):
         np.testing.assert_allclose(res.log_likelihood[r], s.log_likelihood[0], rtol=1e-10)
         np.testing.assert_array_equal(res.n_iter[r], s.n_iter[0])
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[r], b[0], rtol=1e-8, atol=1e-10), res.all_params, s.all_params)
+        jax.tree.map(lambda a, b, r=r: np.testing.assert_allclose(a[r], b[0], rtol=1e-8, atol=1e-10), res.all_params,
+                     s.all_params)
     lls = np.asarray(res.log_likelihood)
     assert len(set(np.round(lls, 6))) > 1, "restarts should differ (distinct keys)"
     assert int(res.best) == int(np.argmax(lls))
@@ -187,3 +188,11 @@ def test_second_call_does_not_recompile():
     assert _fit_jit._cache_size() == n
     gmm_jax.fit(jax.random.key(1), X, 2, max_iter=8)  # a new static option compiles once more
     assert _fit_jit._cache_size() == n + 1
+
+
+def test_progress_callback_reports_every_iteration():
+    X, _ = make_blobs(seed=38, n_per=20)
+    seen = []
+    res = gmm_jax.fit(jax.random.key(0), X, 2, max_iter=6, tol=0.0, progress=lambda it, ll: seen.append((int(it), float(ll))))
+    assert [s[0] for s in seen] == list(range(6))
+    np.testing.assert_allclose([s[1] for s in seen], res.trace[0], rtol=1e-12)

@@ -12,7 +12,7 @@ from tests.conftest import random_params
 def test_component_moments_and_label_frequencies(covariance_type):
     rng = np.random.default_rng(70)
     k, d, n = 3, 3, 60000
-    params, cov = random_params(rng, k, d, covariance_type)
+    params, _ = random_params(rng, k, d, covariance_type)
     X, labels = gmm_jax.sample(jax.random.key(0), params, n, covariance_type)
     X, labels = np.asarray(X), np.asarray(labels)
     covs = np.asarray(gmm_jax.covariances_from_prec_chol(params.prec_chol, covariance_type))

@@ -67,7 +67,7 @@ def test_claim_holds(rows, claim):
 def test_checks_can_fail():
     """The comparisons are not vacuous: the notes' uncentred covariance as an M-step fails the M-step checks."""
     with verify.jax.enable_x64(True):
-        X, y, theta = verify.problem(0)
+        X, _, theta = verify.problem(0)
         bad = verify.check_m_step(X, theta, verify.broken_m_step, "full")
         good = verify.check_m_step(X, theta, verify.m_step, "full")
     assert not bad[0].passed and not bad[1].passed
