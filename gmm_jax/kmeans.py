@@ -59,7 +59,7 @@ def _assign_block(xs: jax.Array, centers: jax.Array, c_sq: jax.Array):
     backend vectorises (the (B, K) orientation reduces along 64-wide rows and was ~1.5x slower).
     Returns (labels (B,) int32 with ties to the lowest index, squared distances to the nearest centre (B,)).
     """
-    d2t = c_sq[:, None] - 2.0 * (centers @ xs.T)  # (K, B), without the per-point ||x||^2
+    d2t = c_sq[:, None] - 2.0 * jnp.einsum("kd,bd->kb", centers, xs)  # (K, B), without the per-point ||x||^2
     m = jnp.min(d2t, axis=0)
     k = centers.shape[0]
     idx = jnp.min(jnp.where(d2t == m[None, :], jnp.arange(k, dtype=jnp.int32)[:, None], k), axis=0)
