@@ -199,6 +199,19 @@ def _print_progress(it, ll):
           file=sys.stderr, flush=True)
 
 
+def _init_context(X, w, reg_covar, *, n_components, covariance_type, init, bs):
+    """What every restart shares: the reference point, the total weight, and what the initialisation needs (the
+    data covariance for 'random_from_data', the K-means tolerance for 'kmeans')."""
+    shift = data_shift(X, bs, w)
+    wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else jnp.sum(w)
+    data_cov = tol_kmeans = None
+    if init == "random_from_data":
+        data_cov = _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs)
+    if init == "kmeans":
+        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs)
+    return shift, wsum, data_cov, tol_kmeans
+
+
 def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs, progress=None):
     dtype = X.dtype
 
@@ -235,14 +248,8 @@ def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_
 def _fit_jit(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
              progress=None):
     bs = block_size
-    shift = data_shift(X, bs, w)
-    wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else jnp.sum(w)
-    data_cov = None
-    tol_kmeans = None
-    if init_params is None and init == "random_from_data":
-        data_cov = _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs)
-    if init_params is None and init == "kmeans":
-        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs)
+    shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
+                                                      covariance_type=covariance_type, init=init, bs=bs)
 
     def one(key):
         p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
@@ -346,13 +353,8 @@ def fit(
 @partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "block_size"))
 def _init_jit(key, X, w, reg_covar, *, n_components, covariance_type, init, block_size):
     bs = block_size
-    shift = data_shift(X, bs, w)
-    wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else jnp.sum(w)
-    data_cov = tol_kmeans = None
-    if init == "random_from_data":
-        data_cov = _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs)
-    if init == "kmeans":
-        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs)
+    shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
+                                                      covariance_type=covariance_type, init=init, bs=bs)
     p = _initial_params(key, X, w, shift, wsum, None, data_cov, tol_kmeans, reg_covar, n_components=n_components,
                         covariance_type=covariance_type, init=init, bs=bs)
     return p._replace(means=p.means + shift)

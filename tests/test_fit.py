@@ -1,5 +1,6 @@
 """The jitted fit: restarts, best selection, monotone log-likelihood, float32 numerics, dtypes, validation."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +23,8 @@ def test_restarts_equal_separate_fits_and_best_is_highest():
     for r, s in enumerate(singles):
         np.testing.assert_allclose(res.log_likelihood[r], s.log_likelihood[0], rtol=1e-10)
         np.testing.assert_array_equal(res.n_iter[r], s.n_iter[0])
-        jax.tree.map(lambda a, b, r=r: np.testing.assert_allclose(a[r], b[0], rtol=1e-8, atol=1e-10), res.all_params,
-                     s.all_params)
+        chex.assert_trees_all_close(jax.tree.map(lambda a, r=r: a[r], res.all_params),
+                                    jax.tree.map(lambda a: a[0], s.all_params), rtol=1e-8, atol=1e-10)
     lls = np.asarray(res.log_likelihood)
     assert len(set(np.round(lls, 6))) > 1, "restarts should differ (distinct keys)"
     assert int(res.best) == int(np.argmax(lls))
@@ -196,3 +197,13 @@ def test_progress_callback_reports_every_iteration():
     res = gmm_jax.fit(jax.random.key(0), X, 2, max_iter=6, tol=0.0, progress=lambda it, ll: seen.append((int(it), float(ll))))
     assert [s[0] for s in seen] == list(range(6))
     np.testing.assert_allclose([s[1] for s in seen], res.trace[0], rtol=1e-12)
+
+
+def test_initialize_is_the_start_of_fit():
+    """fit from a key equals fit warm-started from initialize() with the same restart key."""
+    X, _ = make_blobs(seed=39, n_per=30)
+    keys = gmm_jax.restart_keys(jax.random.key(4), 1)
+    p0 = gmm_jax.initialize(keys[0], X, 3, init="k-means++")
+    a = gmm_jax.fit(keys, X, 3, init="k-means++", max_iter=10, tol=0.0)
+    b = gmm_jax.fit(jax.random.key(0), X, 3, init_params=p0, max_iter=10, tol=0.0)
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-8, atol=1e-10)
