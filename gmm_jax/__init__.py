@@ -35,6 +35,7 @@ from gmm_jax.params import (
     precisions_from_prec_chol,
     to_unconstrained,
 )
+from gmm_jax.stream import fit_stream
 from gmm_jax.supervised import fit_supervised
 from gmm_jax.vae import GMMVAE
 
@@ -57,6 +58,7 @@ __all__ = [
     "elbo",
     "em_step",
     "fit",
+    "fit_stream",
     "fit_supervised",
     "initialize",
     "from_covariances",
