@@ -56,6 +56,7 @@ def machine_description() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "jax_devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
         "blas": blas_description(),
         "python": platform.python_version(),
         "jax": jax.__version__,

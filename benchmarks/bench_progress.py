@@ -20,7 +20,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import best_time, write_json  # noqa: E402
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "progress.json"))
+    args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     n, d, k = 100_000, 16, 16
     X = (rng.normal(size=(k, d))[rng.integers(0, k, n)] * 4 + rng.normal(size=(n, d))).astype(np.float32)
@@ -45,7 +50,7 @@ def main():
             sys.stderr = old
     for name, t in rows.items():
         print(f"{name:9s} {t * 1e3:8.1f} ms for 20 iterations  overhead {100 * (t / rows['off'] - 1):+.1f}%")
-    write_json(os.path.join(os.path.dirname(__file__), "results", "progress.json"),
+    write_json(args.out,
                {k: {"seconds": v, "overhead_pct": 100 * (v / rows["off"] - 1)} for k, v in rows.items()})
 
 

@@ -48,10 +48,17 @@ def n_blocks(n: int, block_size: int) -> int:
     return -(-n // block_size)
 
 
-def block_reduce(fn, X: jax.Array, block_size: int, sample_weight=None):
+def psum(tree, axis_name):
+    """Sum over the devices of a mesh axis inside ``shard_map`` (identity when ``axis_name`` is None)."""
+    return tree if axis_name is None else lax.psum(tree, axis_name)
+
+
+def block_reduce(fn, X: jax.Array, block_size: int, sample_weight=None, axis_name=None):
     """``sum_i fn(xb_i, wb_i, i)`` over row blocks (pytree outputs added leaf-wise).
 
     ``fn(xb, wb, i)`` gets a (B, D) block, its (B,) weights (0 for rows outside the block) and the block index.
+    With ``axis_name`` (inside ``shard_map``, rows sharded over that mesh axis) the per-device sums are added over
+    the devices, so every device gets the sum over all rows.
     """
     nb = n_blocks(X.shape[0], block_size)
 
@@ -60,9 +67,9 @@ def block_reduce(fn, X: jax.Array, block_size: int, sample_weight=None):
         return fn(xb, wb, i)
 
     acc = one(0)
-    if nb == 1:
-        return acc
-    return lax.fori_loop(1, nb, lambda i, a: jax.tree.map(jnp.add, a, one(i)), acc)
+    if nb > 1:
+        acc = lax.fori_loop(1, nb, lambda i, a: jax.tree.map(jnp.add, a, one(i)), acc)
+    return psum(acc, axis_name)
 
 
 def row_map(fn, X: jax.Array, block_size: int):
@@ -73,16 +80,19 @@ def row_map(fn, X: jax.Array, block_size: int):
     return lax.map(fn, X, batch_size=block_size)
 
 
-def data_shift(X: jax.Array, block_size: int, sample_weight=None) -> jax.Array:
+def data_shift(X: jax.Array, block_size: int, sample_weight=None, axis_name=None) -> jax.Array:
     """A reference point near the data's (weighted) mean, computed without cancellation.
 
     Two passes: first relative to ``X[0]``, so that for data with a large offset the differences are exact
-    (Sterbenz) and their mean is accurate in float32.  Returns (D,).
+    (Sterbenz) and their mean is accurate in float32.  Sharded (``axis_name``): ``X[0]`` of the first device.
+    Returns (D,).
     """
     x0 = X[0]
+    if axis_name is not None:
+        x0 = lax.psum(jnp.where(lax.axis_index(axis_name) == 0, x0, jnp.zeros_like(x0)), axis_name)
 
     def fn(xb, wb, i):
         return jnp.sum(wb[:, None] * (xb - x0), axis=0), jnp.sum(wb)
 
-    s, w = block_reduce(fn, X, block_size, sample_weight)
+    s, w = block_reduce(fn, X, block_size, sample_weight, axis_name)
     return x0 + s / jnp.maximum(w, jnp.finfo(X.dtype).tiny)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp, xlogy
 
-from gmm_jax.params import GMMParams, from_covariances, log_det_prec_chol, prec_chol_from_covariances
+from gmm_jax.params import HIGHEST, GMMParams, from_covariances, log_det_prec_chol, prec_chol_from_covariances
 
 
 class SuffStats(NamedTuple):
@@ -52,9 +52,9 @@ def log_prob_centered(xc: jax.Array, prec_chol: jax.Array, covariance_type: str)
     """Gaussian log-densities (n, K) from differences ``xc = x - mu_k`` of shape (n, K, D)."""
     d = xc.shape[-1]
     if covariance_type == "full":
-        y = jnp.einsum("nkd,kde->nke", xc, prec_chol)
+        y = jnp.einsum("nkd,kde->nke", xc, prec_chol, precision=HIGHEST)
     elif covariance_type == "tied":
-        y = jnp.einsum("nkd,de->nke", xc, prec_chol)
+        y = jnp.einsum("nkd,de->nke", xc, prec_chol, precision=HIGHEST)
     elif covariance_type == "diag":
         y = xc * prec_chol[None]
     else:
@@ -120,9 +120,9 @@ def stats_centered(xc: jax.Array, resp: jax.Array, covariance_type: str) -> Suff
     rxc = resp[:, :, None] * xc
     sx = jnp.sum(rxc, axis=0)
     if covariance_type == "full":
-        sxx = jnp.einsum("nkd,nke->kde", rxc, xc)
+        sxx = jnp.einsum("nkd,nke->kde", rxc, xc, precision=HIGHEST)
     elif covariance_type == "tied":
-        sxx = jnp.einsum("nkd,nke->de", rxc, xc)
+        sxx = jnp.einsum("nkd,nke->de", rxc, xc, precision=HIGHEST)
     elif covariance_type == "diag":
         sxx = jnp.sum(rxc * xc, axis=0)
     else:
@@ -170,7 +170,7 @@ def m_step_covariances(stats: SuffStats, center: jax.Array, covariance_type: str
         cov = stats.sxx / nk[:, None, None] - shift[:, :, None] * shift[:, None, :]
         cov = cov + reg_covar * jnp.eye(d, dtype=dtype)
     elif covariance_type == "tied":
-        cov = (stats.sxx - jnp.einsum("k,kd,ke->de", nk, shift, shift)) / n_total
+        cov = (stats.sxx - jnp.einsum("k,kd,ke->de", nk, shift, shift, precision=HIGHEST)) / n_total
         cov = cov + reg_covar * jnp.eye(d, dtype=dtype)
     elif covariance_type == "diag":
         cov = stats.sxx / nk[:, None] - jnp.square(shift) + reg_covar

@@ -19,10 +19,13 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from gmm_jax._blocks import block_reduce, data_shift, resolve_block_size
+from gmm_jax._blocks import block_reduce, data_shift, psum, resolve_block_size
 from gmm_jax.em import SuffStats, m_step, stats_centered
 from gmm_jax.kmeans import _assign_block, _lloyd, kmeans_plusplus, kmeans_tolerance
 from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_from_covariances
+
+# float32 products at full precision on every backend (GPUs would otherwise use TF32 for float32)
+HIGHEST = lax.Precision.HIGHEST
 
 
 class FitResult(NamedTuple):
@@ -59,7 +62,7 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs):
+def _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs, axis_name=None):
     """Sufficient statistics about ``center`` with responsibilities ``resp_fn(xs, i) -> (B, K)`` per block."""
 
     def fn(xb, wb, i):
@@ -67,7 +70,7 @@ def _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs):
         resp = resp_fn(xs, i) * wb[:, None]
         return _block_stats(xs, resp, center, covariance_type)
 
-    return block_reduce(fn, X, bs, w)
+    return block_reduce(fn, X, bs, w, axis_name)
 
 
 def _log_prob_factors(params: GMMParams, covariance_type: str):
@@ -76,9 +79,9 @@ def _log_prob_factors(params: GMMParams, covariance_type: str):
     const = -0.5 * d * math.log(2 * math.pi) + log_det_prec_chol(params.prec_chol, covariance_type, d)
     if covariance_type == "full":
         u_all = jnp.transpose(params.prec_chol, (1, 0, 2)).reshape(d, k * d)
-        return u_all, jnp.einsum("kd,kde->ke", params.means, params.prec_chol), const
+        return u_all, jnp.einsum("kd,kde->ke", params.means, params.prec_chol, precision=HIGHEST), const
     if covariance_type == "tied":
-        return params.prec_chol, params.means @ params.prec_chol, const
+        return params.prec_chol, jnp.matmul(params.means, params.prec_chol, precision=HIGHEST), const
     return params.prec_chol, params.means, const
 
 
@@ -92,9 +95,9 @@ def _block_log_prob(xs, factors, covariance_type: str):
     a, b, const = factors
     if covariance_type == "full":
         k, d = b.shape
-        y = (xs @ a).reshape(xs.shape[0], k, d) - b[None]
+        y = jnp.matmul(xs, a, precision=HIGHEST).reshape(xs.shape[0], k, d) - b[None]
     elif covariance_type == "tied":
-        y = (xs @ a)[:, None, :] - b[None]
+        y = jnp.matmul(xs, a, precision=HIGHEST)[:, None, :] - b[None]
     elif covariance_type == "diag":
         y = (xs[:, None, :] - b[None]) * a[None]
     else:
@@ -109,19 +112,19 @@ def _block_stats(xs, resp, center, covariance_type: str) -> SuffStats:
     xc = xs[None, :, :] - center[:, None, :]  # (K, B, D), component-major for batched products
     rt = resp.T
     nk = jnp.sum(resp, axis=0)
-    sx = jnp.einsum("kb,kbd->kd", rt, xc)
+    sx = jnp.einsum("kb,kbd->kd", rt, xc, precision=HIGHEST)
     # S_k = sum_b r_bk xc xc^T = (sqrt(r) xc)^T (sqrt(r) xc): one symmetric product per component, which XLA's
     # CPU backend runs about twice as fast as scaling only one operand.
     s = jnp.sqrt(rt)[:, :, None] * xc
     if covariance_type == "full":
-        sxx = jnp.matmul(jnp.swapaxes(s, 1, 2), s)
+        sxx = jnp.matmul(jnp.swapaxes(s, 1, 2), s, precision=HIGHEST)
     else:
         kb = s.shape[0] * s.shape[1]
-        sxx = s.reshape(kb, -1).T @ s.reshape(kb, -1)
+        sxx = jnp.matmul(s.reshape(kb, -1).T, s.reshape(kb, -1), precision=HIGHEST)
     return SuffStats(nk, sx, sxx)
 
 
-def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True):
+def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True, axis_name=None):
     """One fused pass: E-step per block, then statistics (or only counts), and the weighted log-likelihood sum."""
 
     factors = _log_prob_factors(params, covariance_type)
@@ -136,7 +139,7 @@ def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True):
             return _block_stats(xs, resp, params.means, covariance_type), ll
         return jnp.sum(resp, axis=0), ll
 
-    return block_reduce(fn, X, bs, w)
+    return block_reduce(fn, X, bs, w, axis_name)
 
 
 def _hard_resp(centers):
@@ -150,7 +153,7 @@ def _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar
 
     def fn(xb, wb, i):
         xs = xb - shift
-        return jnp.sum(wb[:, None] * xs, 0), (wb[:, None] * xs).T @ xs
+        return jnp.sum(wb[:, None] * xs, 0), jnp.matmul((wb[:, None] * xs).T, xs, precision=HIGHEST)
 
     s1, s2 = block_reduce(fn, X, bs, w)
     m = s1 / wsum
@@ -166,8 +169,9 @@ def _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar
 
 
 def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar, *, n_components,
-                    covariance_type, init, bs):
-    """Initial parameters in shifted coordinates."""
+                    covariance_type, init, bs, mask=None, axis_name=None, weighted=True):
+    """Initial parameters in shifted coordinates.  Sharded (``axis_name``): ``w`` holds 0 on padding rows, ``mask``
+    marks the real rows, ``weighted`` says whether ``w`` carries sample weights (else it is just the mask)."""
     k = n_components
     dtype = X.dtype
     if init_params is not None:
@@ -186,10 +190,11 @@ def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, r
         means = X[idx] - shift
         log_w = jnp.full((k,), -jnp.log(k), dtype)
         return GMMParams(log_w, means, prec_chol_from_covariances(data_cov, covariance_type))
-    seeds = kmeans_plusplus(key, X, k, w, block_size=bs)[0] - shift
+    seeds = kmeans_plusplus(key, X, k, w if weighted else None, block_size=bs, mask=mask, axis_name=axis_name)[0]
+    seeds = seeds - shift
     if init == "kmeans":
-        seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs)[0]
-    stats = _stats_pass(X, w, shift, seeds, _hard_resp(seeds), covariance_type, bs)
+        seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs, mask, axis_name)[0]
+    stats = _stats_pass(X, w, shift, seeds, _hard_resp(seeds), covariance_type, bs, axis_name)
     return m_step(stats, seeds, covariance_type, reg_covar)
 
 
@@ -199,20 +204,21 @@ def _print_progress(it, ll):
           file=sys.stderr, flush=True)
 
 
-def _init_context(X, w, reg_covar, *, n_components, covariance_type, init, bs):
+def _init_context(X, w, reg_covar, *, n_components, covariance_type, init, bs, mask=None, axis_name=None):
     """What every restart shares: the reference point, the total weight, and what the initialisation needs (the
     data covariance for 'random_from_data', the K-means tolerance for 'kmeans')."""
-    shift = data_shift(X, bs, w)
-    wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else jnp.sum(w)
+    shift = data_shift(X, bs, w, axis_name)
+    wsum = jnp.asarray(X.shape[0], X.dtype) if w is None else psum(jnp.sum(w), axis_name)
     data_cov = tol_kmeans = None
     if init == "random_from_data":
         data_cov = _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs)
     if init == "kmeans":
-        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs)
+        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs, mask, axis_name)
     return shift, wsum, data_cov, tol_kmeans
 
 
-def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs, progress=None):
+def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs, progress=None,
+             axis_name=None):
     dtype = X.dtype
 
     def cond(s):
@@ -221,7 +227,7 @@ def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_
 
     def body(s):
         it, params, prev, trace, _, _ = s
-        stats, ll_sum = _em_pass(X, w, shift, params, covariance_type, bs)
+        stats, ll_sum = _em_pass(X, w, shift, params, covariance_type, bs, axis_name=axis_name)
         ll = ll_sum / wsum
         new = m_step(stats, params.means, covariance_type, reg_covar)
         ok = _all_finite(new) & jnp.isfinite(ll)
@@ -240,22 +246,24 @@ def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_
         _all_finite(params),
     )
     n_iter, params, lower_bound, trace, converged, finite = lax.while_loop(cond, body, s0)
-    counts, ll_sum = _em_pass(X, w, shift, params, covariance_type, bs, with_stats=False)
+    counts, ll_sum = _em_pass(X, w, shift, params, covariance_type, bs, with_stats=False, axis_name=axis_name)
     return params, ll_sum / wsum, lower_bound, n_iter, converged, finite, trace, counts
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size", "progress"))
-def _fit_jit(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-             progress=None):
+def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
+              progress=None, mask=None, axis_name=None, weighted=True):
+    """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit."""
     bs = block_size
     shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
-                                                      covariance_type=covariance_type, init=init, bs=bs)
+                                                      covariance_type=covariance_type, init=init, bs=bs, mask=mask,
+                                                      axis_name=axis_name)
 
     def one(key):
         p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
-                             n_components=n_components, covariance_type=covariance_type, init=init, bs=bs)
+                             n_components=n_components, covariance_type=covariance_type, init=init, bs=bs, mask=mask,
+                             axis_name=axis_name, weighted=weighted)
         return _em_loop(X, w, shift, wsum, p0, tol, reg_covar, covariance_type=covariance_type,
-                        max_iter=max_iter, bs=bs, progress=progress)
+                        max_iter=max_iter, bs=bs, progress=progress, axis_name=axis_name)
 
     if keys.shape[0] == 1:  # a batch of one runs unbatched: XLA's CPU kernels are faster without the extra axis
         out = jax.tree.map(lambda a: a[None], one(keys[0]))
@@ -266,6 +274,10 @@ def _fit_jit(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
     best = jnp.argmax(jnp.where(finite & jnp.isfinite(ll), ll, -jnp.inf))
     best_params = jax.tree.map(lambda a: a[best], params)
     return FitResult(best_params, best, ll, lb, n_iter, conv, finite, trace, counts, params)
+
+
+_fit_jit = jax.jit(_fit_body, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size",
+                                               "progress", "axis_name", "weighted"))
 
 
 def restart_keys(key, n_restarts: int):

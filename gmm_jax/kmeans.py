@@ -11,14 +11,16 @@ with n x K.
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gmm_jax._blocks import block_reduce, block_slices, data_shift, n_blocks, resolve_block_size, row_map
+from gmm_jax._blocks import block_reduce, block_slices, data_shift, n_blocks, psum, resolve_block_size, row_map
+
+# float32 products at full precision on every backend (GPUs would otherwise use TF32 for float32)
+HIGHEST = lax.Precision.HIGHEST
 
 
 class KMeansResult(NamedTuple):
@@ -59,7 +61,7 @@ def _assign_block(xs: jax.Array, centers: jax.Array, c_sq: jax.Array):
     backend vectorises (the (B, K) orientation reduces along 64-wide rows and was ~1.5x slower).
     Returns (labels (B,) int32 with ties to the lowest index, squared distances to the nearest centre (B,)).
     """
-    d2t = c_sq[:, None] - 2.0 * jnp.einsum("kd,bd->kb", centers, xs)  # (K, B), without the per-point ||x||^2
+    d2t = c_sq[:, None] - 2.0 * jnp.einsum("kd,bd->kb", centers, xs, precision=HIGHEST)  # (K, B), without the per-point ||x||^2
     m = jnp.min(d2t, axis=0)
     k = centers.shape[0]
     idx = jnp.min(jnp.where(d2t == m[None, :], jnp.arange(k, dtype=jnp.int32)[:, None], k), axis=0)
@@ -73,7 +75,8 @@ def kmeans_block_size(block_size, n: int, n_clusters: int) -> int:
     return int(max(1, min(n, max(1024, min(16384, (1 << 19) // max(1, n_clusters))))))
 
 
-def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=None, block_size=None):
+def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=None, block_size=None, *, mask=None,
+                    axis_name=None):
     """Greedy k-means++ seeding (D^2 sampling with ``n_local_trials`` candidates per centre, best kept).
 
     Args:
@@ -83,6 +86,9 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
       sample_weight: optional (n,) weights; the sampling probabilities are proportional to ``w_i D(x_i)^2``.
       n_local_trials: candidates per centre; default ``2 + floor(log K)`` (as scikit-learn).
       block_size: rows per block for the distance passes.
+      mask, axis_name: inside ``shard_map`` with rows sharded over ``axis_name``: (n_local,) 1 for real rows, 0 for
+        padding.  The draws are then global (the same as on one device holding the rows in device order) and
+        ``indices`` are -1.
 
     Returns:
       (centers (K, D), indices (K,) int32 of the chosen rows).
@@ -90,10 +96,21 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
     n, d = X.shape
     trials = n_local_trials if n_local_trials is not None else 2 + int(math.log(n_clusters))
     bs = resolve_block_size(block_size, n, trials, d)
-    w = jnp.ones((n,), X.dtype) if sample_weight is None else sample_weight.astype(X.dtype)
+    w = None if sample_weight is None else sample_weight.astype(X.dtype)
     k0, key = jax.random.split(key)
-    first = _sample_index(k0, w)
-    c0 = X[first]
+    if axis_name is None:
+        # uniform first centre without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes
+        first = jax.random.randint(k0, (), 0, n, jnp.int32) if w is None else _sample_index(k0, w)
+        c0 = X[first]
+    else:
+        first = jnp.int32(-1)
+        if w is None:  # uniform over the real rows of all devices, as randint over the concatenated rows
+            rows = lax.all_gather(jnp.sum(mask > 0).astype(jnp.int32), axis_name)
+            g = jax.random.randint(k0, (), 0, jnp.sum(rows), jnp.int32)
+            owner = jnp.searchsorted(jnp.cumsum(rows), g, side="right")
+            c0 = _global_take(X, owner, g - (jnp.cumsum(rows) - rows)[owner], axis_name)
+        else:
+            c0 = _global_take(X, *_global_sample_index(k0, w, None, axis_name), axis_name)
     d2 = row_map(lambda x: jnp.sum(jnp.square(x - c0)), X, bs)
     centers = jnp.zeros((n_clusters, d), X.dtype).at[0].set(c0)
     idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first)
@@ -101,15 +118,22 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
     def body(c, state):
         centers, idx, d2 = state
         # D^2 sampling: `trials` candidates with probability proportional to w_i D(x_i)^2
-        cand = _sample_index(jax.random.fold_in(key, c), w * d2, trials)
-        cx = X[cand]  # (T, D)
+        p = d2 if w is None else w * d2
+        if axis_name is None:
+            cand = _sample_index(jax.random.fold_in(key, c), p, trials)
+            cx = X[cand]  # (T, D)
+        else:
+            p = p if mask is None else p * mask
+            owner, local = _global_sample_index(jax.random.fold_in(key, c), p, trials, axis_name)
+            cand = jnp.full((trials,), -1, jnp.int32)
+            cx = _global_take(X, owner, local, axis_name)
 
         def pot(xb, wb, i):  # potential of each candidate, one block at a time: no (n, T) array
             start = jnp.minimum(i * bs, n - bs)
             db = lax.dynamic_slice_in_dim(d2, start, bs)
             return wb @ jnp.minimum(db[:, None], jax.vmap(lambda x: sq_distances(x, cx))(xb))
 
-        pots = block_reduce(pot, X, bs, sample_weight)
+        pots = block_reduce(pot, X, bs, sample_weight if sample_weight is not None else mask, axis_name)
         b = jnp.argmin(pots)
         cb = cx[b]
         d2 = jnp.minimum(d2, row_map(lambda x: jnp.sum(jnp.square(x - cb)), X, bs))
@@ -130,6 +154,25 @@ def _sample_index(key, p, num=None):
     return jnp.clip(idx, 0, p.shape[0] - 1).astype(jnp.int32)
 
 
+def _global_sample_index(key, p, num, axis_name):
+    """:func:`_sample_index` over rows sharded on ``axis_name``: (owning device, local index) of each draw, the same
+    draws as one device holding all rows in device order (up to the rounding of the partial sums)."""
+    c = jnp.cumsum(p)
+    totals = lax.all_gather(c[-1], axis_name)  # (S,) per-device sums
+    ctot = jnp.cumsum(totals)
+    u = jax.random.uniform(key, () if num is None else (num,), p.dtype) * ctot[-1]
+    owner = jnp.clip(jnp.searchsorted(ctot, u, side="right"), 0, totals.shape[0] - 1)
+    local = jnp.searchsorted(c, u - (ctot[owner] - totals[owner]), side="right")
+    return owner, jnp.clip(local, 0, p.shape[0] - 1).astype(jnp.int32)
+
+
+def _global_take(X, owner, local, axis_name):
+    """Rows ``local`` of device ``owner`` (each a scalar or (T,)), delivered to every device of ``axis_name``."""
+    rows = X[local]
+    mine = (owner == lax.axis_index(axis_name))[..., None]
+    return lax.psum(jnp.where(mine, rows, jnp.zeros_like(rows)), axis_name)
+
+
 def _unblock(stacked: jax.Array, n: int, bs: int) -> jax.Array:
     """(nb, B, ...) per-block outputs -> (n, ...) rows; the last block was shifted back to start at n - B."""
     nb = stacked.shape[0]
@@ -139,7 +182,7 @@ def _unblock(stacked: jax.Array, n: int, bs: int) -> jax.Array:
     return jnp.concatenate([stacked[:-1].reshape((-1,) + stacked.shape[2:]), tail], axis=0)
 
 
-def _lloyd_pass(X, w, shift, centers, labels_old, bs):
+def _lloyd_pass(X, w, shift, centers, labels_old, bs, mask=None, axis_name=None):
     """One assignment pass: labels by current centres, weighted sums for the new centres, changed-label count.
 
     Per-block labels are scan outputs (written once), not updates of an (n,) carry, which XLA may copy per block.
@@ -157,6 +200,8 @@ def _lloyd_pass(X, w, shift, centers, labels_old, bs):
         lb, mb = _assign_block(xs, centers, c_sq)
         old = lax.dynamic_slice_in_dim(labels_old, start, bs)
         valid = (start + jnp.arange(bs)) >= i * bs
+        if mask is not None:  # padding rows of a sharded fit never count as changed
+            valid = valid & (lax.dynamic_slice_in_dim(mask, start, bs) > 0)
         changed = changed + jnp.sum((lb != old) & valid).astype(jnp.int32)
         # segment sums: on the CPU backend twice as fast as a one-hot matrix product
         sums = sums + jax.ops.segment_sum(xs * wb[:, None], lb, k)
@@ -165,20 +210,29 @@ def _lloyd_pass(X, w, shift, centers, labels_old, bs):
 
     init = (jnp.zeros((k, X.shape[1]), X.dtype), jnp.zeros((k,), X.dtype), jnp.zeros((), jnp.int32))
     (sums, counts, changed), (lab, mind) = lax.scan(body, init, jnp.arange(n_blocks(n, bs)))
+    sums, counts, changed = psum((sums, counts, changed), axis_name)
     return _unblock(lab, n, bs), _unblock(mind, n, bs), sums, counts, changed
 
 
-def _relocate_empty(X, w, shift, labels, mind, sums, counts):
+def _relocate_empty(X, w, shift, labels, mind, sums, counts, mask=None, axis_name=None):
     """scikit-learn's rule: each empty cluster takes one of the points farthest from their assigned centre."""
     k = counts.shape[0]
     empty = counts == 0
     rank = jnp.clip(jnp.cumsum(empty) - 1, 0, None)
     kk = min(k, X.shape[0])
-    _, far = lax.top_k(mind, kk)
-    p = far[jnp.clip(rank, 0, kk - 1)]  # (K,) far point for each (empty) cluster
-    xp = X[p] - shift
-    wp = jnp.ones_like(counts) if w is None else w[p]
-    old = labels[p]
+    if mask is not None:
+        mind = jnp.where(mask > 0, mind, -jnp.inf)
+    vals, far = lax.top_k(mind, kk)
+    xf = X[far] - shift
+    wf = jnp.ones_like(vals) if w is None else w[far]
+    of = labels[far]
+    if axis_name is not None:  # the farthest points of all devices, in device order, then the global top
+        vals, xf, wf, of = (lax.all_gather(a, axis_name, tiled=True) for a in (vals, xf, wf, of))
+        kk = min(k, vals.shape[0])
+        _, top = lax.top_k(vals, kk)
+        xf, wf, of = xf[top], wf[top], of[top]
+    sel = jnp.clip(rank, 0, kk - 1)  # (K,) far point for each (empty) cluster
+    xp, wp, old = xf[sel], wf[sel].astype(counts.dtype), of[sel]
     m = empty.astype(X.dtype)
     sums = sums.at[old].add(-(m * wp)[:, None] * xp)
     counts = counts.at[old].add(-(m * wp))
@@ -187,7 +241,7 @@ def _relocate_empty(X, w, shift, labels, mind, sums, counts):
     return sums, counts
 
 
-def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int):
+def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_name=None):
     """Lloyd iterations from shifted initial centres; returns (centers, labels, inertia, n_iter, converged)."""
     n = X.shape[0]
 
@@ -197,10 +251,10 @@ def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int):
 
     def body(s):
         i, centers, labels_old, _, _ = s
-        labels, mind, sums, counts, changed = _lloyd_pass(X, w, shift, centers, labels_old, bs)
+        labels, mind, sums, counts, changed = _lloyd_pass(X, w, shift, centers, labels_old, bs, mask, axis_name)
         sums, counts = lax.cond(
             jnp.any(counts == 0),
-            lambda: _relocate_empty(X, w, shift, labels, mind, sums, counts),
+            lambda: _relocate_empty(X, w, shift, labels, mind, sums, counts, mask, axis_name),
             lambda: (sums, counts),
         )
         new = jnp.where(counts[:, None] > 0, sums / jnp.where(counts > 0, counts, 1)[:, None], centers)
@@ -210,39 +264,42 @@ def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int):
 
     s0 = (jnp.zeros((), jnp.int32), centers, jnp.full((n,), -1, jnp.int32), jnp.array(False), jnp.array(False))
     n_iter, centers, labels, done, strict = lax.while_loop(cond, body, s0)
-    final_labels, _, _, _, _ = _lloyd_pass(X, w, shift, centers, labels, bs)
+    final_labels, _, _, _, _ = _lloyd_pass(X, w, shift, centers, labels, bs, mask, axis_name)
     labels = jnp.where(strict, labels, final_labels)
-    inertia = _inertia(X, w, shift, centers, labels, bs)
+    inertia = _inertia(X, w, shift, centers, labels, bs, axis_name)
     return centers, labels, inertia, n_iter, done
 
 
-def _inertia(X, w, shift, centers, labels, bs):
+def _inertia(X, w, shift, centers, labels, bs, axis_name=None):
     def fn(xb, wb, i):
         start = jnp.minimum(i * bs, X.shape[0] - bs)
         lb = lax.dynamic_slice_in_dim(labels, start, bs)
         return jnp.sum(wb * jnp.sum(jnp.square(xb - shift - centers[lb]), axis=1))
 
-    return block_reduce(fn, X, bs, w)
+    return block_reduce(fn, X, bs, w, axis_name)
 
 
-def kmeans_tolerance(X, tol, block_size: int):
-    """scikit-learn's data-dependent tolerance: ``tol * mean_d var(X[:, d])`` (unweighted)."""
-    shift = data_shift(X, block_size)
+def kmeans_tolerance(X, tol, block_size: int, mask=None, axis_name=None):
+    """scikit-learn's data-dependent tolerance: ``tol * mean_d var(X[:, d])`` (unweighted; padding rows of a
+    sharded fit, ``mask`` 0, left out)."""
+    shift = data_shift(X, block_size, mask, axis_name)
 
     def fn(xb, wb, i):
         xs = (xb - shift) * wb[:, None]
         return jnp.sum(xs, axis=0), jnp.sum(xs * (xb - shift), axis=0)
 
-    s1, s2 = block_reduce(fn, X, block_size)
-    n = X.shape[0]
+    s1, s2 = block_reduce(fn, X, block_size, mask, axis_name)
+    n = X.shape[0] if mask is None else psum(jnp.sum(mask), axis_name)
     var = s2 / n - jnp.square(s1 / n)
     return tol * jnp.mean(var)
 
 
-@partial(jax.jit, static_argnames=("n_clusters", "n_restarts", "max_iter", "block_size", "init_random"))
-def _kmeans_jit(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_restarts, max_iter, block_size, init_random):
-    shift = data_shift(X, block_size)
-    abs_tol = kmeans_tolerance(X, tol, block_size)
+def _kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_restarts, max_iter, block_size, init_random,
+                 mask=None, axis_name=None, weighted=True):
+    """All restarts of K-means as one traced function; also the per-device program of the sharded K-means (then
+    ``sample_weight`` is 0 on padding rows, ``mask`` marks real rows, ``weighted`` whether there are weights)."""
+    shift = data_shift(X, block_size, mask, axis_name)
+    abs_tol = kmeans_tolerance(X, tol, block_size, mask, axis_name)
 
     def one(key, init):
         if init is not None:
@@ -251,14 +308,19 @@ def _kmeans_jit(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_rest
             idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False)
             c0 = X[idx] - shift
         else:
-            c0 = kmeans_plusplus(key, X, n_clusters, sample_weight, block_size=block_size)[0] - shift
-        return _lloyd(X, sample_weight, shift, c0, abs_tol, max_iter, block_size)
+            c0 = kmeans_plusplus(key, X, n_clusters, sample_weight if weighted else None, block_size=block_size,
+                                 mask=mask, axis_name=axis_name)[0] - shift
+        return _lloyd(X, sample_weight, shift, c0, abs_tol, max_iter, block_size, mask, axis_name)
 
     centers, labels, inertia, n_iter, conv = jax.vmap(one, in_axes=(0, None))(keys, init_centers)
     best = jnp.argmin(inertia)
     return KMeansResult(
         centers[best] + shift, labels[best], inertia[best], n_iter[best], best, centers + shift, inertia, n_iter, conv
     )
+
+
+_kmeans_jit = jax.jit(_kmeans_body, static_argnames=("n_clusters", "n_restarts", "max_iter", "block_size", "init_random",
+                                                     "axis_name", "weighted"))
 
 
 def kmeans(

@@ -18,7 +18,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.scipy.linalg import solve_triangular
+
+# float32 products at full precision on every backend (GPUs would otherwise use TF32 for float32)
+HIGHEST = lax.Precision.HIGHEST
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -87,7 +91,7 @@ def lower_triangular_inverse(chol: jax.Array) -> jax.Array:
 
     def body(i, x):
         li = chol[..., i, :]  # (..., D)
-        row = (eye[i] - jnp.einsum("...j,...je->...e", li, x)) / chol[..., i, i][..., None]
+        row = (eye[i] - jnp.einsum("...j,...je->...e", li, x, precision=HIGHEST)) / chol[..., i, i][..., None]
         return x.at[..., i, :].set(row)
 
     return jax.lax.fori_loop(0, d, body, jnp.zeros_like(chol))
@@ -127,14 +131,14 @@ def covariances_from_prec_chol(prec_chol: jax.Array, covariance_type: str) -> ja
     """Covariances ``inv(U U^T) = inv(U)^T inv(U)`` from precision Cholesky factors."""
     if covariance_type in ("full", "tied"):
         u_inv = solve_triangular(prec_chol, _eye_like(prec_chol), lower=False)
-        return jnp.swapaxes(u_inv, -1, -2) @ u_inv
+        return jnp.matmul(jnp.swapaxes(u_inv, -1, -2), u_inv, precision=HIGHEST)
     return 1.0 / jnp.square(prec_chol)
 
 
 def precisions_from_prec_chol(prec_chol: jax.Array, covariance_type: str) -> jax.Array:
     """Precision matrices ``U U^T`` (full, tied) or precision vectors/scalars (diag, spherical)."""
     if covariance_type in ("full", "tied"):
-        return prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
+        return jnp.matmul(prec_chol, jnp.swapaxes(prec_chol, -1, -2), precision=HIGHEST)
     return jnp.square(prec_chol)
 
 
