@@ -1,7 +1,8 @@
 """gmm_jax: Gaussian mixture models fit by EM in JAX, with every derivation checked by automatic differentiation.
 
 Layers: math (pure, whole-array: :mod:`gmm_jax.em`, :mod:`gmm_jax.params`), algorithms (jitted entry points:
-:func:`fit`, :func:`kmeans`), model functions (:mod:`gmm_jax.model`).
+:func:`fit`, :func:`kmeans`; sharded over a mesh or processes: :func:`fit_sharded`, :func:`kmeans_sharded`; over
+batches: :func:`fit_stream`, :func:`fit_online`), model functions (:mod:`gmm_jax.model`).
 """
 
 from gmm_jax.em import (
@@ -14,6 +15,7 @@ from gmm_jax.em import (
     log_joint,
     log_likelihood,
     m_step,
+    recenter_stats,
     score_samples,
     sufficient_stats,
 )
@@ -35,7 +37,8 @@ from gmm_jax.params import (
     precisions_from_prec_chol,
     to_unconstrained,
 )
-from gmm_jax.stream import fit_stream
+from gmm_jax.sharded import ShardedRows, fit_sharded, kmeans_sharded, row_mesh, shard_process_rows, shard_rows
+from gmm_jax.stream import array_batches, fit_online, fit_stream
 from gmm_jax.supervised import fit_supervised
 from gmm_jax.vae import GMMVAE
 
@@ -49,7 +52,9 @@ __all__ = [
     "KMeansResult",
     "SuffStats",
     "UnconstrainedParams",
+    "ShardedRows",
     "add_stats",
+    "array_batches",
     "aic",
     "bic",
     "cov_chol_from_prec_chol",
@@ -58,12 +63,15 @@ __all__ = [
     "elbo",
     "em_step",
     "fit",
+    "fit_online",
+    "fit_sharded",
     "fit_stream",
     "fit_supervised",
     "initialize",
     "from_covariances",
     "from_unconstrained",
     "kmeans",
+    "kmeans_sharded",
     "component_to_class",
     "match_components",
     "matched_accuracy",
@@ -80,11 +88,15 @@ __all__ = [
     "predict",
     "predict_log_proba",
     "predict_proba",
+    "recenter_stats",
     "restart_keys",
+    "row_mesh",
     "sample",
     "sample_component",
     "score",
     "score_samples",
+    "shard_process_rows",
+    "shard_rows",
     "sufficient_stats",
     "to_unconstrained",
 ]

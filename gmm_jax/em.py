@@ -153,6 +153,24 @@ def add_stats(a: SuffStats, b: SuffStats) -> SuffStats:
     return jax.tree.map(jnp.add, a, b)
 
 
+def recenter_stats(stats: SuffStats, center: jax.Array, new_center: jax.Array, covariance_type: str) -> SuffStats:
+    """The same statistics about ``new_center`` instead of ``center`` (both (K, D)): with ``delta = c - c'``,
+    ``x - c' = (x - c) + delta``, so ``S1' = S1 + N delta`` and ``S2' = S2 + S1 delta^T + delta S1^T + N delta delta^T``
+    (restricted to the diagonal / trace / sum over components for diag / spherical / tied)."""
+    delta = center - new_center
+    nk, sx, sxx = stats
+    sx_new = sx + nk[:, None] * delta
+    if covariance_type in ("full", "tied"):
+        cross = jnp.einsum("kd,ke->kde", sx, delta, precision=HIGHEST)
+        extra = cross + jnp.swapaxes(cross, 1, 2) + nk[:, None, None] * jnp.einsum("kd,ke->kde", delta, delta,
+                                                                                   precision=HIGHEST)
+        sxx_new = sxx + (extra if covariance_type == "full" else jnp.sum(extra, axis=0))
+    else:
+        extra = 2 * sx * delta + nk[:, None] * jnp.square(delta)
+        sxx_new = sxx + (extra if covariance_type == "diag" else jnp.sum(extra, axis=1))
+    return SuffStats(nk, sx_new, sxx_new)
+
+
 def m_step_covariances(stats: SuffStats, center: jax.Array, covariance_type: str = "full", reg_covar=1e-6):
     """Closed-form M-step returning ``(weights (K,), means (K, D), covariances)``.
 

@@ -1,39 +1,89 @@
-"""Exact EM over data that arrive in batches (a list, a generator factory, or row slices of a ``np.memmap``).
+"""EM over data that arrive in batches: exact (one pass per iteration) and online (one pass in all).
 
-Each EM iteration is one pass over the batches accumulating the additive sufficient statistics (about the
-current means) and the log-likelihood, then the closed-form M-step: the same iteration as the in-memory
-:func:`gmm_jax.fit`, with host memory of one batch.
+:func:`fit_stream` is exact: each EM iteration is one pass over the batches accumulating the additive sufficient
+statistics and the log-likelihood, then the closed-form M-step, i.e. the same iterations as the in-memory
+:func:`gmm_jax.fit` with host memory of one batch.  :func:`fit_online` is stepwise EM (Cappe & Moulines, 2009): a
+single pass in which running per-point statistics move towards each batch's statistics with step
+``gamma_t = (t + 1) ** -alpha`` and the M-step follows every batch; it is approximate (its accuracy against the
+exact fit is measured in ``benchmarks/bench_stream.py`` and the tests).  :func:`array_batches` reads row batches of
+an array or ``np.memmap`` and hands the pages of a memmap back to the OS after each batch, so resident memory
+stays near one batch even for files larger than memory.
 """
 
 from __future__ import annotations
 
+import mmap
 from functools import partial
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax.em import add_stats, m_step
-from gmm_jax.fit import _block_log_prob, _block_stats, _log_prob_factors
+from gmm_jax._blocks import default_block_size
+from gmm_jax.em import SuffStats, add_stats, m_step, recenter_stats
+from gmm_jax.fit import _em_pass
 from gmm_jax.params import GMMParams
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _batch_pass(x, params: GMMParams, covariance_type: str):
-    factors = _log_prob_factors(params, covariance_type)
-    lj = _block_log_prob(x, factors, covariance_type) + params.log_weights
-    ln = jax.nn.logsumexp(lj, axis=-1)
-    resp = jnp.exp(lj - ln[:, None])
-    return _block_stats(x, resp, params.means, covariance_type), jnp.sum(ln), x.shape[0]
+def _reference_point(params: GMMParams) -> jax.Array:
+    """The mixture mean of the initial parameters: subtracted from every batch so float32 keeps its precision on
+    data with a large offset (the in-memory fit uses the data mean for the same purpose)."""
+    w = jax.nn.softmax(params.log_weights)
+    return jnp.sum(w[:, None] * params.means, axis=0)
+
+
+def _batch_pass(x, shift, params: GMMParams, covariance_type: str):
+    """Statistics about ``params.means`` (shifted coordinates) and the log-likelihood sum of one batch, computed
+    over row blocks (scratch of one block, whatever the batch size)."""
+    k, d = params.means.shape
+    return _em_pass_jit(x, shift, params, covariance_type, default_block_size(x.shape[0], k, d))
+
+
+@partial(jax.jit, static_argnames=("covariance_type", "bs"))
+def _em_pass_jit(x, shift, params, covariance_type, bs):
+    return _em_pass(x, None, shift, params, covariance_type, bs)
+
+
+def array_batches(X, batch_rows: int) -> Callable[[], Iterator[np.ndarray]]:
+    """A factory of row batches of ``X`` (array or ``np.memmap``), for :func:`fit_stream` / :func:`fit_online`.
+
+    Each batch is a copy of ``batch_rows`` rows (the last may be shorter).  For a memmap, the pages of each batch are
+    released after it is copied (``madvise(MADV_DONTNEED)``; the file is read-only to us), so resident memory does
+    not grow with the file.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    n = X.shape[0]
+    mm = getattr(X, "_mmap", None) if isinstance(X, np.memmap) else None
+    row_bytes = X.strides[0] if isinstance(X, np.ndarray) else None
+    offset = getattr(X, "offset", 0) if mm is not None else 0
+
+    def gen():
+        for start in range(0, n, batch_rows):
+            batch = np.array(X[start:start + batch_rows])
+            if mm is not None and hasattr(mm, "madvise"):
+                lo = (offset + start * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+                hi = offset + min(n, start + batch_rows) * row_bytes
+                mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            yield batch
+
+    return gen
+
+
+def _check_batches(batches):
+    if not (callable(batches) or isinstance(batches, (list, tuple))):
+        raise TypeError("batches must be a callable returning a fresh iterable per pass, or a list/tuple of arrays "
+                        "(a one-shot generator cannot be read twice)")
 
 
 def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParams, *, covariance_type: str = "full",
                max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6):
-    """EM over batches until the mean log-likelihood changes by less than ``tol``.
+    """Exact EM over batches until the mean log-likelihood changes by less than ``tol``.
 
     Args:
-      batches: a callable returning a fresh iterable of (b, D) arrays for each pass, or a re-iterable (list).
+      batches: a callable returning a fresh iterable of (b, D) arrays for each pass (e.g. :func:`array_batches`),
+        or a list/tuple of arrays.
       init_params: initial ``GMMParams`` (e.g. :func:`gmm_jax.initialize` on a subsample).
       covariance_type, max_iter, tol, reg_covar: as :func:`gmm_jax.fit`.
 
@@ -41,26 +91,83 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
       (params, trace): final parameters and the mean log-likelihood of each iteration's E-step.
 
     Batches of a repeated shape reuse one compiled pass; give equal-size batches (the last may differ) to keep
-    compilations to two.  Data are not re-centred here: for float32 data with a large offset, subtract a reference
-    point first.
+    compilations to two.
     """
-    params = init_params
+    _check_batches(batches)
+    dtype = init_params.means.dtype
+    shift = _reference_point(init_params)
+    params = init_params._replace(means=init_params.means - shift)
     trace = []
     prev = -np.inf
     for _ in range(max_iter):
         stats, ll, n = None, 0.0, 0
         for xb in (batches() if callable(batches) else batches):
-            xb = jnp.asarray(xb, params.means.dtype)
-            s, l_b, n_b = _batch_pass(xb, params, covariance_type)
+            xb = jnp.asarray(xb, dtype)
+            s, l_b = _batch_pass(xb, shift, params, covariance_type)
             stats = s if stats is None else add_stats(stats, s)
-            ll += float(l_b)
-            n += int(n_b)
+            ll = ll + l_b  # summed on the device: no synchronisation per batch
+            n += xb.shape[0]
         if stats is None:
             raise ValueError("batches produced no data")
-        mean_ll = ll / n
+        mean_ll = float(ll) / n
         trace.append(mean_ll)
         params = m_step(stats, params.means, covariance_type, reg_covar)
         if abs(mean_ll - prev) < tol:
             break
         prev = mean_ll
-    return params, np.asarray(trace)
+    return params._replace(means=params.means + shift), np.asarray(trace)
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def _online_step(running: SuffStats, center, x, shift, params: GMMParams, gamma, reg_covar, *, covariance_type):
+    stats, ll = _batch_pass(x, shift, params, covariance_type)
+    stats = jax.tree.map(lambda a: a / x.shape[0], stats)  # per point, so batches of any size mix alike
+    running = recenter_stats(running, center, params.means, covariance_type)
+    running = jax.tree.map(lambda a, b: (1 - gamma) * a + gamma * b, running, stats)
+    new = m_step(running, params.means, covariance_type, reg_covar)
+    ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(new)]))
+    new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, params)
+    return running, params.means, new, ll / x.shape[0], ok
+
+
+def fit_online(batches: Iterable, init_params: GMMParams, *, covariance_type: str = "full", step_exponent: float = 0.6,
+               reg_covar: float = 1e-6):
+    """Online (stepwise) EM: one pass over ``batches``, an M-step after every batch (approximate).
+
+    With ``s_t`` the running per-point sufficient statistics and ``s(B; theta)`` a batch's per-point statistics
+    under the current parameters, ``s_t = (1 - gamma_t) s_{t-1} + gamma_t s(B_t; theta_{t-1})``,
+    ``gamma_t = (t + 1) ** -step_exponent`` (t = 0, 1, ...; the first batch replaces the initial statistics) and
+    ``theta_t = M(s_t)``.  Convergence needs ``0.5 < step_exponent <= 1`` (Cappe & Moulines, 2009).
+
+    Args:
+      batches: an iterable (or a callable returning one) of (b, D) arrays, read once.
+      init_params: initial ``GMMParams``.
+      step_exponent: alpha.
+
+    Returns:
+      (params, trace, finite): final parameters, each batch's mean log-likelihood under the parameters before its
+      update (a prequential score), and whether every update was finite (a non-finite update is skipped).
+    """
+    if not 0.5 < step_exponent <= 1.0:
+        raise ValueError(f"step_exponent must be in (0.5, 1], got {step_exponent}")
+    dtype = init_params.means.dtype
+    shift = _reference_point(init_params)
+    params = init_params._replace(means=init_params.means - shift)
+    k, d = params.means.shape
+    zero = SuffStats(jnp.zeros((k,), dtype), jnp.zeros((k, d), dtype),
+                     jnp.zeros(_sxx_shape(covariance_type, k, d), dtype))
+    running, center = zero, params.means
+    trace, oks = [], []
+    for t, xb in enumerate(batches() if callable(batches) else batches):
+        gamma = jnp.asarray((t + 1.0) ** (-step_exponent), dtype)
+        running, center, params, ll, ok = _online_step(running, center, jnp.asarray(xb, dtype), shift, params, gamma,
+                                                       jnp.asarray(reg_covar, dtype), covariance_type=covariance_type)
+        trace.append(ll)
+        oks.append(ok)  # kept on the device: no synchronisation per batch
+    if not trace:
+        raise ValueError("batches produced no data")
+    return params._replace(means=params.means + shift), np.asarray(jnp.stack(trace)), bool(jnp.all(jnp.stack(oks)))
+
+
+def _sxx_shape(covariance_type, k, d):
+    return {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[covariance_type]
