@@ -200,7 +200,7 @@ def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, r
 
 def _print_progress(it, ll):
     ll = np.atleast_1d(np.asarray(ll))
-    print(f"EM iteration {int(np.max(it)) + 1}: mean log-likelihood " + " ".join(f"{v:.5f}" for v in ll),
+    print(f"EM iteration {int(it) + 1}: mean log-likelihood " + " ".join(f"{v:.5f}" for v in ll),
           file=sys.stderr, flush=True)
 
 
@@ -217,13 +217,24 @@ def _init_context(X, w, reg_covar, *, n_components, covariance_type, init, bs, m
     return shift, wsum, data_cov, tol_kmeans
 
 
-def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs, progress=None,
-             axis_name=None):
-    dtype = X.dtype
+def _em_state(params, max_iter: int, dtype):
+    """Loop state: (iterations run, params, last mean log-likelihood, trace (T,), converged, finite)."""
+    return (
+        jnp.zeros((), jnp.int32),
+        params,
+        jnp.array(-jnp.inf, dtype),
+        jnp.full((max_iter,), jnp.nan, dtype),
+        jnp.array(False),
+        _all_finite(params),
+    )
+
+
+def _em_run(state, X, w, shift, wsum, tol, reg_covar, until, *, covariance_type, bs, axis_name=None):
+    """EM iterations from ``state`` until ``until`` iterations in all, convergence, or a non-finite update."""
 
     def cond(s):
         it, _, _, _, converged, finite = s
-        return (it < max_iter) & ~converged & finite
+        return (it < until) & ~converged & finite
 
     def body(s):
         it, params, prev, trace, _, _ = s
@@ -233,25 +244,25 @@ def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_
         ok = _all_finite(new) & jnp.isfinite(ll)
         params = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, params)
         trace = trace.at[it].set(ll)
-        if progress is not None:  # a host callback per iteration: no recompilation, no sync of the loop state
-            jax.debug.callback(_print_progress if progress is True else progress, it, ll)
         return it + 1, params, ll, trace, jnp.abs(ll - prev) < tol, ok
 
-    s0 = (
-        jnp.zeros((), jnp.int32),
-        params,
-        jnp.array(-jnp.inf, dtype),
-        jnp.full((max_iter,), jnp.nan, dtype),
-        jnp.array(False),
-        _all_finite(params),
-    )
-    n_iter, params, lower_bound, trace, converged, finite = lax.while_loop(cond, body, s0)
+    return lax.while_loop(cond, body, state)
+
+
+def _em_finish(state, X, w, shift, wsum, *, covariance_type, bs, axis_name=None):
+    n_iter, params, lower_bound, trace, converged, finite = state
     counts, ll_sum = _em_pass(X, w, shift, params, covariance_type, bs, with_stats=False, axis_name=axis_name)
     return params, ll_sum / wsum, lower_bound, n_iter, converged, finite, trace, counts
 
 
+def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs, axis_name=None):
+    kw = dict(covariance_type=covariance_type, bs=bs, axis_name=axis_name)
+    state = _em_run(_em_state(params, max_iter, X.dtype), X, w, shift, wsum, tol, reg_covar, max_iter, **kw)
+    return _em_finish(state, X, w, shift, wsum, **kw)
+
+
 def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-              progress=None, mask=None, axis_name=None, weighted=True):
+              mask=None, axis_name=None, weighted=True):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit."""
     bs = block_size
     shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
@@ -263,12 +274,20 @@ def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarian
                              n_components=n_components, covariance_type=covariance_type, init=init, bs=bs, mask=mask,
                              axis_name=axis_name, weighted=weighted)
         return _em_loop(X, w, shift, wsum, p0, tol, reg_covar, covariance_type=covariance_type,
-                        max_iter=max_iter, bs=bs, progress=progress, axis_name=axis_name)
+                        max_iter=max_iter, bs=bs, axis_name=axis_name)
 
-    if keys.shape[0] == 1:  # a batch of one runs unbatched: XLA's CPU kernels are faster without the extra axis
-        out = jax.tree.map(lambda a: a[None], one(keys[0]))
-    else:
-        out = jax.vmap(one)(keys)
+    return _collect(_map_restarts(one, keys), shift)
+
+
+def _map_restarts(fn, *args):
+    """``vmap`` over the leading restart axis; a batch of one runs unbatched (XLA's CPU kernels are faster without
+    the extra axis)."""
+    if jax.tree.leaves(args)[0].shape[0] == 1:
+        return jax.tree.map(lambda a: a[None], fn(*jax.tree.map(lambda a: a[0], args)))
+    return jax.vmap(fn)(*args)
+
+
+def _collect(out, shift):
     params, ll, lb, n_iter, conv, finite, trace, counts = out
     params = params._replace(means=params.means + shift)
     best = jnp.argmax(jnp.where(finite & jnp.isfinite(ll), ll, -jnp.inf))
@@ -277,7 +296,61 @@ def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarian
 
 
 _fit_jit = jax.jit(_fit_body, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size",
-                                               "progress", "axis_name", "weighted"))
+                                               "axis_name", "weighted"))
+
+
+# Progress: the fit runs in three jitted pieces -- start (initialisation), a chunk of at most ``every`` iterations
+# (called repeatedly, the stop count a traced argument so it compiles once), finish -- and the host reports between
+# chunks.  Nothing runs on the host inside the loop; the cost is one dispatch and a copy of (R,) counters and the
+# (R, T) trace per chunk.
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size"))
+def _fit_start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size):
+    shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
+                                                      covariance_type=covariance_type, init=init, bs=block_size)
+
+    def one(key):
+        p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
+                             n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size)
+        return _em_state(p0, max_iter, X.dtype)
+
+    return _map_restarts(one, keys), shift, wsum
+
+
+@partial(jax.jit, static_argnames=("covariance_type", "block_size"))
+def _fit_chunk(state, X, w, shift, wsum, tol, reg_covar, until, *, covariance_type, block_size):
+    def one(s):
+        return _em_run(s, X, w, shift, wsum, tol, reg_covar, until, covariance_type=covariance_type, bs=block_size)
+
+    return _map_restarts(one, state)
+
+
+@partial(jax.jit, static_argnames=("covariance_type", "block_size"))
+def _fit_finish(state, X, w, shift, wsum, *, covariance_type, block_size):
+    def one(s):
+        return _em_finish(s, X, w, shift, wsum, covariance_type=covariance_type, bs=block_size)
+
+    return _collect(_map_restarts(one, state), shift)
+
+
+def _fit_with_progress(keys, X, w, init_params, tol, reg_covar, report, every, *, n_components, covariance_type,
+                       init, max_iter, block_size):
+    state, shift, wsum = _fit_start(keys, X, w, init_params, reg_covar, n_components=n_components,
+                                    covariance_type=covariance_type, init=init, max_iter=max_iter,
+                                    block_size=block_size)
+    done = 0
+    while done < max_iter:
+        until = min(done + every, max_iter)
+        state = _fit_chunk(state, X, w, shift, wsum, tol, reg_covar, jnp.asarray(until, jnp.int32),
+                           covariance_type=covariance_type, block_size=block_size)
+        n_iter, trace = np.asarray(state[0]), np.asarray(state[3])
+        top = int(n_iter.max())
+        for it in range(done, top):  # one report per iteration, the restarts that already stopped show NaN
+            report(it, trace[:, it])
+        done = top
+        stopped = np.asarray(state[4]) | ~np.asarray(state[5]) | (n_iter >= max_iter)
+        if top < until or bool(np.all(stopped)):
+            break
+    return _fit_finish(state, X, w, shift, wsum, covariance_type=covariance_type, block_size=block_size)
 
 
 def restart_keys(key, n_restarts: int):
@@ -300,6 +373,7 @@ def fit(
     sample_weight=None,
     block_size: int | None = None,
     progress=None,
+    progress_every: int = 10,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM, ``n_restarts`` restarts at once (vmapped); the best is returned.
 
@@ -323,7 +397,10 @@ def fit(
       sample_weight: optional (n,) non-negative weights.
       block_size: rows per block (default keeps the (block, K, D) scratch near 8 MiB).
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
-        ``f(iteration, log_likelihoods)`` receives them instead (a host callback from inside the jitted loop).
+        ``f(iteration, log_likelihoods (R,))`` receives them instead (NaN for restarts that already stopped).
+        The loop then runs in jitted chunks of ``progress_every`` iterations and the host reports between chunks, so
+        nothing leaves the device inside the loop; results are the same as without progress.
+      progress_every: iterations per chunk when ``progress`` is set.
 
     Returns:
       :class:`FitResult`.
@@ -346,20 +423,18 @@ def fit(
         X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
     )
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1])
-    return _fit_jit(
-        keys,
-        X,
-        w,
-        init_params,
-        jnp.asarray(tol, X.dtype),
-        jnp.asarray(reg_covar, X.dtype),
-        n_components=n_components,
-        covariance_type=covariance_type,
-        init=init if init_params is None else "explicit",
-        max_iter=max_iter,
-        block_size=bs,
-        progress=progress,
-    )
+    statics = dict(n_components=n_components, covariance_type=covariance_type,
+                   init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs)
+    tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
+    if progress is None or progress is False:
+        return _fit_jit(keys, X, w, init_params, tol_a, reg_a, **statics)
+    if not (progress is True or callable(progress)):
+        raise ValueError(f"progress must be True, False, None or a callable f(iteration, log_likelihoods), got "
+                         f"{progress!r}")
+    if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
+        raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
+    return _fit_with_progress(keys, X, w, init_params, tol_a, reg_a, _print_progress if progress is True else progress,
+                              progress_every, **statics)
 
 
 @partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "block_size"))

@@ -194,9 +194,28 @@ def test_second_call_does_not_recompile():
 def test_progress_callback_reports_every_iteration():
     X, _ = make_blobs(seed=38, n_per=20)
     seen = []
-    res = gmm_jax.fit(jax.random.key(0), X, 2, max_iter=6, tol=0.0, progress=lambda it, ll: seen.append((int(it), float(ll))))
+    res = gmm_jax.fit(jax.random.key(0), X, 2, max_iter=6, tol=0.0, progress=lambda it, ll: seen.append((int(it), float(ll[0]))))
     assert [s[0] for s in seen] == list(range(6))
     np.testing.assert_allclose([s[1] for s in seen], res.trace[0], rtol=1e-12)
+
+
+def test_progress_in_chunks_gives_the_same_fit():
+    """With progress the loop runs in jitted chunks (host reports between them); the fit is unchanged, every
+    iteration is reported once, and restarts that stopped report NaN."""
+    X, _ = make_blobs(seed=40, n_per=40)
+    seen = []
+    a = gmm_jax.fit(jax.random.key(2), X, 3, n_restarts=3, max_iter=23, tol=1e-7, progress_every=4,
+                    progress=lambda it, ll: seen.append((it, np.array(ll))))
+    b = gmm_jax.fit(jax.random.key(2), X, 3, n_restarts=3, max_iter=23, tol=1e-7)
+    chex.assert_trees_all_equal(a.all_params, b.all_params)
+    np.testing.assert_array_equal(a.n_iter, b.n_iter)
+    assert [it for it, _ in seen] == list(range(int(np.max(b.n_iter))))
+    reported = np.stack([ll for _, ll in seen], axis=1)
+    np.testing.assert_array_equal(reported, np.asarray(b.trace)[:, :reported.shape[1]])
+    with pytest.raises(ValueError, match="progress_every"):
+        gmm_jax.fit(jax.random.key(2), X, 3, progress=True, progress_every=0)
+    with pytest.raises(ValueError, match="progress must be"):
+        gmm_jax.fit(jax.random.key(2), X, 3, progress="yes")
 
 
 def test_initialize_is_the_start_of_fit():
