@@ -72,12 +72,34 @@ def block_reduce(fn, X: jax.Array, block_size: int, sample_weight=None, axis_nam
     return psum(acc, axis_name)
 
 
-def row_map(fn, X: jax.Array, block_size: int):
-    """``fn`` applied to every row of X (vmapped within blocks of ``block_size`` rows)."""
+def unblock(stacked, n: int, bs: int):
+    """(nb, B, ...) per-block outputs (pytree) -> (n, ...) rows; the last block was shifted back to start at n - B."""
+
+    def one(a):
+        nb = a.shape[0]
+        if nb * bs == n:
+            return a.reshape((n,) + a.shape[2:])
+        tail = a[-1, (nb - 1) * bs - (n - bs):]
+        return jnp.concatenate([a[:-1].reshape((-1,) + a.shape[2:]), tail], axis=0)
+
+    return jax.tree.map(one, stacked)
+
+
+def row_map(fn, X, block_size: int):
+    """``fn`` applied to every row of X (a pytree of row-aligned arrays), vmapped within blocks of ``block_size``
+    rows.  Blocks are dynamic slices of X (the last shifted back to stay in bounds), so X is never copied or
+    reshaped -- ``lax.map(..., batch_size=)`` would copy all but the remainder rows of X."""
     n = jax.tree.leaves(X)[0].shape[0]
     if block_size >= n:
         return jax.vmap(fn)(X)
-    return lax.map(fn, X, batch_size=block_size)
+
+    def body(_, i):
+        start = jnp.minimum(i * block_size, n - block_size)
+        xb = jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, block_size, axis=0), X)
+        return None, jax.vmap(fn)(xb)
+
+    _, out = lax.scan(body, None, jnp.arange(n_blocks(n, block_size)))
+    return unblock(out, n, block_size)
 
 
 def data_shift(X: jax.Array, block_size: int, sample_weight=None, axis_name=None) -> jax.Array:

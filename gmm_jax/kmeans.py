@@ -17,7 +17,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gmm_jax._blocks import block_reduce, block_slices, data_shift, n_blocks, psum, resolve_block_size, row_map
+from gmm_jax._blocks import (
+    block_reduce,
+    block_slices,
+    data_shift,
+    n_blocks,
+    psum,
+    resolve_block_size,
+    row_map,
+    unblock,
+)
 
 # float32 products at full precision on every backend (GPUs would otherwise use TF32 for float32)
 HIGHEST = lax.Precision.HIGHEST
@@ -173,15 +182,6 @@ def _global_take(X, owner, local, axis_name):
     return lax.psum(jnp.where(mine, rows, jnp.zeros_like(rows)), axis_name)
 
 
-def _unblock(stacked: jax.Array, n: int, bs: int) -> jax.Array:
-    """(nb, B, ...) per-block outputs -> (n, ...) rows; the last block was shifted back to start at n - B."""
-    nb = stacked.shape[0]
-    if nb * bs == n:
-        return stacked.reshape((n,) + stacked.shape[2:])
-    tail = stacked[-1, (nb - 1) * bs - (n - bs):]
-    return jnp.concatenate([stacked[:-1].reshape((-1,) + stacked.shape[2:]), tail], axis=0)
-
-
 def _lloyd_pass(X, w, shift, centers, labels_old, bs, mask=None, axis_name=None):
     """One assignment pass: labels by current centres, weighted sums for the new centres, changed-label count.
 
@@ -211,7 +211,7 @@ def _lloyd_pass(X, w, shift, centers, labels_old, bs, mask=None, axis_name=None)
     init = (jnp.zeros((k, X.shape[1]), X.dtype), jnp.zeros((k,), X.dtype), jnp.zeros((), jnp.int32))
     (sums, counts, changed), (lab, mind) = lax.scan(body, init, jnp.arange(n_blocks(n, bs)))
     sums, counts, changed = psum((sums, counts, changed), axis_name)
-    return _unblock(lab, n, bs), _unblock(mind, n, bs), sums, counts, changed
+    return unblock(lab, n, bs), unblock(mind, n, bs), sums, counts, changed
 
 
 def _relocate_empty(X, w, shift, labels, mind, sums, counts, mask=None, axis_name=None):
