@@ -358,6 +358,17 @@ def restart_keys(key, n_restarts: int):
     return jax.random.split(key, n_restarts)
 
 
+def key_batch(key, n_restarts: int):
+    """(keys (R,), R) from one PRNG key (split into ``n_restarts``) or a 1-D batch of keys (typed or raw uint32)."""
+    keys = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim == 0) or (not typed and keys.shape == (2,)):
+        return restart_keys(keys, n_restarts), n_restarts
+    if (typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2):
+        return keys, keys.shape[0]
+    raise ValueError(f"key must be a PRNG key or a 1-D batch of keys (one per restart), got shape {keys.shape}")
+
+
 def fit(
     key,
     X,
@@ -411,14 +422,7 @@ def fit(
     """
     from gmm_jax._validation import validate_fit
 
-    keys = key if isinstance(key, jax.Array) else jnp.asarray(key)
-    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
-    if (typed and keys.ndim == 0) or (not typed and keys.shape == (2,)):
-        keys = restart_keys(keys, n_restarts)
-    elif (typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2):
-        n_restarts = keys.shape[0]
-    else:
-        raise ValueError(f"key must be a PRNG key or a 1-D batch of keys (one per restart), got shape {keys.shape}")
+    keys, n_restarts = key_batch(key, n_restarts)
     X, w, init_params = validate_fit(
         X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
     )

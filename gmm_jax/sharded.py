@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from gmm_jax._blocks import resolve_block_size
 from gmm_jax._validation import as_data, as_sample_weight, check_n_samples, validate_fit, validate_kmeans
-from gmm_jax.fit import FitResult, _fit_body, restart_keys
+from gmm_jax.fit import FitResult, _fit_body, key_batch
 from gmm_jax.kmeans import KMeansResult, _kmeans_body, kmeans_block_size
 
 SHARDED_INITS = ("kmeans", "k-means++")
@@ -155,6 +155,7 @@ def fit_sharded(
     device over its rows).
 
     Args:
+      key: a PRNG key (split into ``n_restarts``) or a 1-D batch of keys, as :func:`gmm_jax.fit`.
       X: an (n, D) array held by this process (sharded here with :func:`shard_rows` over ``mesh``), or
         :class:`ShardedRows` (from :func:`shard_rows` / :func:`shard_process_rows`; ``mesh``, ``axis_name`` and
         ``sample_weight`` are then taken from it).
@@ -173,13 +174,13 @@ def fit_sharded(
         raise ValueError("sample_weight must be given to shard_rows / shard_process_rows, not with ShardedRows")
     rows = X
     d = rows.X.shape[1]
+    keys, n_restarts = key_batch(key, n_restarts)
     # validate the options (and init_params) on a small stand-in of the data's width and dtype: the rows themselves
     # were checked by shard_rows / shard_process_rows
     stand_in = np.zeros((n_components, d), rows.X.dtype)
     _, _, init_params = validate_fit(stand_in, n_components, covariance_type, init, init_params, max_iter, tol,
                                      reg_covar, None, n_restarts)
     check_n_samples(rows.n, n_components, "n_components")
-    keys = restart_keys(key, n_restarts) if jnp.ndim(key) == 0 else key
     local_rows = rows.X.shape[0] // rows.mesh.shape[rows.axis_name]
     bs = resolve_block_size(block_size, local_rows, n_components, d)
     prog = _fit_program(rows.mesh, rows.axis_name, n_components, covariance_type,

@@ -125,6 +125,15 @@ def test_sharded_single_device_and_errors():
     b = fit_sharded(jax.random.key(0), X, 2, covariance_type="diag", mesh=mesh)
     for x, y in zip(a.all_params, b.all_params):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-12, atol=1e-12)
+    # a batch of keys (typed, or raw uint32) is one key per restart, as in fit
+    keys = gmm_jax.restart_keys(jax.random.key(3), 2)
+    c = fit_sharded(keys, X, 2, covariance_type="diag", mesh=mesh)
+    d = fit_sharded(jax.random.key_data(keys), X, 2, covariance_type="diag", mesh=mesh)
+    ref = gmm_jax.fit(keys, X, 2, covariance_type="diag")
+    assert c.n_iter.shape == (2,)
+    for x, y, z in zip(ref.all_params, c.all_params, d.all_params):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(z))
     with pytest.raises(ValueError, match="not supported by fit_sharded"):
         fit_sharded(jax.random.key(0), X, 2, init="random", mesh=mesh)
     with pytest.raises(ValueError, match="not an axis of the mesh"):
