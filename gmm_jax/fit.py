@@ -255,28 +255,35 @@ def _em_finish(state, X, w, shift, wsum, *, covariance_type, bs, axis_name=None)
     return params, ll_sum / wsum, lower_bound, n_iter, converged, finite, trace, counts
 
 
-def _em_loop(X, w, shift, wsum, params, tol, reg_covar, *, covariance_type, max_iter, bs, axis_name=None):
-    kw = dict(covariance_type=covariance_type, bs=bs, axis_name=axis_name)
-    state = _em_run(_em_state(params, max_iter, X.dtype), X, w, shift, wsum, tol, reg_covar, max_iter, **kw)
-    return _em_finish(state, X, w, shift, wsum, **kw)
+def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
+           mask=None, axis_name=None, weighted=True):
+    """Initialisation of every restart: (loop states with a leading restart axis, reference point, total weight)."""
+    shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
+                                                      covariance_type=covariance_type, init=init, bs=block_size,
+                                                      mask=mask, axis_name=axis_name)
+
+    def one(key):
+        p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
+                             n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size,
+                             mask=mask, axis_name=axis_name, weighted=weighted)
+        return _em_state(p0, max_iter, X.dtype)
+
+    return _map_restarts(one, keys), shift, wsum
 
 
 def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
               mask=None, axis_name=None, weighted=True):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit."""
-    bs = block_size
-    shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
-                                                      covariance_type=covariance_type, init=init, bs=bs, mask=mask,
-                                                      axis_name=axis_name)
+    state, shift, wsum = _start(keys, X, w, init_params, reg_covar, n_components=n_components,
+                                covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
+                                mask=mask, axis_name=axis_name, weighted=weighted)
+    kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name)
 
-    def one(key):
-        p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
-                             n_components=n_components, covariance_type=covariance_type, init=init, bs=bs, mask=mask,
-                             axis_name=axis_name, weighted=weighted)
-        return _em_loop(X, w, shift, wsum, p0, tol, reg_covar, covariance_type=covariance_type,
-                        max_iter=max_iter, bs=bs, axis_name=axis_name)
+    def one(s):
+        s = _em_run(s, X, w, shift, wsum, tol, reg_covar, max_iter, **kw)
+        return _em_finish(s, X, w, shift, wsum, **kw)
 
-    return _collect(_map_restarts(one, keys), shift)
+    return _collect(_map_restarts(one, state), shift)
 
 
 def _map_restarts(fn, *args):
@@ -303,17 +310,8 @@ _fit_jit = jax.jit(_fit_body, static_argnames=("n_components", "covariance_type"
 # (called repeatedly, the stop count a traced argument so it compiles once), finish -- and the host reports between
 # chunks.  Nothing runs on the host inside the loop; the cost is one dispatch and a copy of (R,) counters and the
 # (R, T) trace per chunk.
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size"))
-def _fit_start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size):
-    shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
-                                                      covariance_type=covariance_type, init=init, bs=block_size)
-
-    def one(key):
-        p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
-                             n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size)
-        return _em_state(p0, max_iter, X.dtype)
-
-    return _map_restarts(one, keys), shift, wsum
+_fit_start = jax.jit(_start, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size",
+                                            "axis_name", "weighted"))
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "block_size"))

@@ -54,6 +54,10 @@ class ShardedRows(NamedTuple):
     mesh: Mesh
     axis_name: str
 
+    @property
+    def rows_per_device(self) -> int:
+        return self.X.shape[0] // self.mesh.shape[self.axis_name]
+
 
 def row_mesh(devices=None, axis_name: str = "data") -> Mesh:
     """A one-axis mesh over ``devices`` (default: every device of every process, in process order)."""
@@ -117,6 +121,15 @@ def shard_process_rows(local_X, local_weight=None, *, mesh: Mesh | None = None, 
                        axis_name)
 
 
+def _as_rows(X, sample_weight, mesh, axis_name) -> ShardedRows:
+    """X as :class:`ShardedRows`: laid out here (with its weights) unless it already is."""
+    if not isinstance(X, ShardedRows):
+        return shard_rows(X, sample_weight, mesh=mesh, axis_name=axis_name)
+    if sample_weight is not None:
+        raise ValueError("sample_weight must be given to shard_rows / shard_process_rows, not with ShardedRows")
+    return X
+
+
 def _check_axis(mesh: Mesh, axis_name: str) -> None:
     if axis_name not in mesh.axis_names:
         raise ValueError(f"axis {axis_name!r} is not an axis of the mesh (axes {mesh.axis_names})")
@@ -168,11 +181,7 @@ def fit_sharded(
     """
     if init_params is None and init not in SHARDED_INITS:
         raise ValueError(f"init {init!r} is not supported by fit_sharded; use one of {SHARDED_INITS} or init_params")
-    if not isinstance(X, ShardedRows):
-        X = shard_rows(X, sample_weight, mesh=mesh, axis_name=axis_name)
-    elif sample_weight is not None:
-        raise ValueError("sample_weight must be given to shard_rows / shard_process_rows, not with ShardedRows")
-    rows = X
+    rows = _as_rows(X, sample_weight, mesh, axis_name)
     d = rows.X.shape[1]
     keys, n_restarts = key_batch(key, n_restarts)
     # validate the options (and init_params) on a small stand-in of the data's width and dtype: the rows themselves
@@ -181,8 +190,7 @@ def fit_sharded(
     _, _, init_params = validate_fit(stand_in, n_components, covariance_type, init, init_params, max_iter, tol,
                                      reg_covar, None, n_restarts)
     check_n_samples(rows.n, n_components, "n_components")
-    local_rows = rows.X.shape[0] // rows.mesh.shape[rows.axis_name]
-    bs = resolve_block_size(block_size, local_rows, n_components, d)
+    bs = resolve_block_size(block_size, rows.rows_per_device, n_components, d)
     prog = _fit_program(rows.mesh, rows.axis_name, n_components, covariance_type,
                         init if init_params is None else "explicit", max_iter, bs, rows.weighted)
     dtype = rows.X.dtype
@@ -193,10 +201,9 @@ def fit_sharded(
 @functools.lru_cache(maxsize=64)
 def _kmeans_program(mesh, axis_name, n_clusters, n_restarts, max_iter, block_size, weighted):
     def body(keys, X, w, mask, init_centers, tol):
-        res = _kmeans_body(keys, X, w, init_centers, tol, n_clusters=n_clusters, n_restarts=n_restarts,
-                           max_iter=max_iter, block_size=block_size, init_random=False, mask=mask,
-                           axis_name=axis_name, weighted=weighted)
-        return res
+        return _kmeans_body(keys, X, w, init_centers, tol, n_clusters=n_clusters, n_restarts=n_restarts,
+                            max_iter=max_iter, block_size=block_size, init_random=False, mask=mask,
+                            axis_name=axis_name, weighted=weighted)
 
     row = P(axis_name)
     out = KMeansResult(P(), row, P(), P(), P(), P(), P(), P(), P())
@@ -225,17 +232,12 @@ def kmeans_sharded(
     """
     if isinstance(init, str) and init != "k-means++":
         raise ValueError(f"init {init!r} is not supported by kmeans_sharded; use 'k-means++' or a (K, D) array")
-    if not isinstance(X, ShardedRows):
-        X = shard_rows(X, sample_weight, mesh=mesh, axis_name=axis_name)
-    elif sample_weight is not None:
-        raise ValueError("sample_weight must be given to shard_rows / shard_process_rows, not with ShardedRows")
-    rows = X
+    rows = _as_rows(X, sample_weight, mesh, axis_name)
     d = rows.X.shape[1]
     stand_in = np.zeros((n_clusters, d), rows.X.dtype)  # options and init centres checked on a stand-in
     _, _, init_centers = validate_kmeans(stand_in, n_clusters, init, max_iter, tol, None, n_restarts)
     check_n_samples(rows.n, n_clusters, "n_clusters")
-    local_rows = rows.X.shape[0] // rows.mesh.shape[rows.axis_name]
-    bs = kmeans_block_size(block_size, local_rows, n_clusters)
+    bs = kmeans_block_size(block_size, rows.rows_per_device, n_clusters)
     keys = jax.random.split(key, n_restarts)
     prog = _kmeans_program(rows.mesh, rows.axis_name, n_clusters, n_restarts, max_iter, bs, rows.weighted)
     return prog(keys, rows.X, rows.weight, rows.mask, init_centers, jnp.asarray(tol, rows.X.dtype))
