@@ -31,7 +31,7 @@ def commands(args, out):
     scale = ["--scale", "10"] if args.gpu else []
     quick = ["--quick"] if args.quick else []
     skr = ["--sklearn-repeats", "1"] if args.gpu else []
-    ski = ["--sklearn-iters", "1", "2"] if args.gpu else []
+    ski = ["--sklearn-step"] if args.gpu else []
     py = [sys.executable]
     cmds = {"em": py + [f"{HERE}/bench_em.py", "--out", f"{out}/em.json"] + scale + quick + skr + ski}
     for cov in ("tied", "diag", "spherical"):

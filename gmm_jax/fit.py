@@ -124,10 +124,44 @@ def _block_stats(xs, resp, center, covariance_type: str) -> SuffStats:
     return SuffStats(nk, sx, sxx)
 
 
+# Full covariances with at most this many features take the component-major elementwise pass.
+SMALL_D = 4
+
+
+def _small_full_block(xs, wb, params, const, with_stats):
+    """E-step and statistics of one block for full covariances with few features (D <= ``SMALL_D``).
+
+    Component-major and elementwise: differences (K, D, B), whitened residuals by D unrolled multiply-adds, and
+    every reduction (logsumexp over K, sums over the block) along rows or across contiguous rows of length B.  At
+    D = 2 this is 1.5x faster than the product form for one restart and 4x for 32 vmapped restarts (whose batched
+    (D, B) x (B, D) products are tiny); at D = 8 it is slower, hence the threshold.
+    """
+    k, d = params.means.shape
+    xc = xs.T[None] - params.means[:, :, None]  # (K, D, B)
+    u = params.prec_chol
+    y = xc[:, 0, None, :] * u[:, 0, :, None]
+    for j in range(1, d):
+        y = y + xc[:, j, None, :] * u[:, j, :, None]
+    lj = (const + params.log_weights)[:, None] - 0.5 * jnp.sum(jnp.square(y), axis=1)  # (K, B)
+    ln = logsumexp(lj, axis=0)
+    resp = jnp.exp(lj - ln[None]) * wb[None]
+    ll = jnp.sum(jnp.where(wb > 0, wb * ln, 0.0))
+    if not with_stats:
+        return jnp.sum(resp, axis=1), ll
+    rx = resp[:, None, :] * xc
+    sxx = jnp.stack([jnp.sum(rx * xc[:, j, None, :], axis=-1) for j in range(d)], axis=1)
+    return SuffStats(jnp.sum(resp, axis=1), jnp.sum(rx, axis=-1), sxx), ll
+
+
 def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True, axis_name=None):
     """One fused pass: E-step per block, then statistics (or only counts), and the weighted log-likelihood sum."""
 
     factors = _log_prob_factors(params, covariance_type)
+    if covariance_type == "full" and params.means.shape[1] <= SMALL_D:
+        def small(xb, wb, i):
+            return _small_full_block(xb - shift, wb, params, factors[2], with_stats)
+
+        return block_reduce(small, X, bs, w, axis_name)
 
     def fn(xb, wb, i):
         xs = xb - shift
@@ -408,7 +442,8 @@ def fit(
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
         ``f(iteration, log_likelihoods (R,))`` receives them instead (NaN for restarts that already stopped).
         The loop then runs in jitted chunks of ``progress_every`` iterations and the host reports between chunks, so
-        nothing leaves the device inside the loop; results are the same as without progress.
+        nothing leaves the device inside the loop; results are the same as without progress (log-likelihoods up to
+        the last bit: the chunk is compiled separately).
       progress_every: iterations per chunk when ``progress`` is set.
 
     Returns:
@@ -424,7 +459,7 @@ def fit(
     X, w, init_params = validate_fit(
         X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
     )
-    bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1])
+    bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts)
     statics = dict(n_components=n_components, covariance_type=covariance_type,
                    init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs)
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
