@@ -210,6 +210,8 @@ def main(argv=None):
             log[name] = {"seconds": time.perf_counter() - t, "rc": rc}
             write_json(log_path, log)
     machine = machine_description()
+    if args.summary_only and _load(out, "summary"):  # the machine that ran the benchmarks, not this one
+        machine = _load(out, "summary")["machine"]
     rows = summarize(out, machine, log)
     title = "Benchmark summary" + (" (GPU, n x 10)" if args.gpu else "")
     write_summary(out, rows, machine, log, title)

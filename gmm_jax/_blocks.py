@@ -16,15 +16,27 @@ _SCRATCH_ELEMENTS = 1 << 21
 _SCRATCH_ELEMENTS_RESTARTS = 1 << 20
 
 
+# On an accelerator the block loop is sequential kernel launches, not cache reuse: blocks are made as large as a
+# 512 MiB float32 temporary allows (an H100 ran gmmx's cell, 65,536 x 32 x 64, in 64 CPU-sized blocks per pass).
+_SCRATCH_ELEMENTS_ACCELERATOR = 1 << 27
+
+
+def on_accelerator() -> bool:
+    """Whether JAX's default backend is not the CPU (block sizes are then chosen for device memory, not caches)."""
+    return jax.default_backend() != "cpu"
+
+
 def default_block_size(n: int, n_components: int, n_features: int, n_restarts: int = 1) -> int:
     """Rows per block so that a (block, K, D) temporary stays near 8 MiB (one restart) or the R vmapped restarts'
-    (R, block, K, D) temporaries near 4 MiB; at least 64 rows, at most 16384 and n."""
-    if n_restarts <= 1:
-        b = _SCRATCH_ELEMENTS // max(1, n_components * n_features)
+    (R, block, K, D) temporaries near 4 MiB on a CPU, near 512 MiB on an accelerator; at least 64 rows, at most
+    16384 (CPU) or 2**22 (accelerator) and n."""
+    if on_accelerator():
+        b = min(_SCRATCH_ELEMENTS_ACCELERATOR // max(1, n_restarts * n_components * n_features), 1 << 22)
+    elif n_restarts <= 1:
+        b = min(_SCRATCH_ELEMENTS // max(1, n_components * n_features), 16384)
     else:
-        b = _SCRATCH_ELEMENTS_RESTARTS // max(1, n_restarts * n_components * n_features)
-    b = max(64, min(b, 16384))
-    return int(max(1, min(b, n)))
+        b = min(_SCRATCH_ELEMENTS_RESTARTS // max(1, n_restarts * n_components * n_features), 16384)
+    return int(max(1, min(max(64, b), n)))
 
 
 def resolve_block_size(block_size, n: int, n_components: int, n_features: int, n_restarts: int = 1) -> int:

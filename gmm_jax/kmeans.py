@@ -22,6 +22,7 @@ from gmm_jax._blocks import (
     block_slices,
     data_shift,
     n_blocks,
+    on_accelerator,
     psum,
     resolve_block_size,
     row_map,
@@ -78,9 +79,11 @@ def _assign_block(xs: jax.Array, centers: jax.Array, c_sq: jax.Array):
 
 
 def kmeans_block_size(block_size, n: int, n_clusters: int) -> int:
-    """Rows per block for K-means passes: the (K, B) distance block near 2 MiB."""
+    """Rows per block for K-means passes: the (K, B) distance block near 2 MiB (CPU) or 512 MiB (accelerator)."""
     if block_size is not None:
         return int(max(1, min(int(block_size), n)))
+    if on_accelerator():
+        return int(max(1, min(n, max(1024, min(1 << 22, (1 << 27) // max(1, n_clusters))))))
     return int(max(1, min(n, max(1024, min(16384, (1 << 19) // max(1, n_clusters))))))
 
 
