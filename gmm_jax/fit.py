@@ -438,7 +438,8 @@ def fit(
       tol: convergence threshold on the change of the mean log-likelihood.
       reg_covar: added to the covariance diagonals (in data units squared).
       sample_weight: optional (n,) non-negative weights.
-      block_size: rows per block (default keeps the (block, K, D) scratch near 8 MiB).
+      block_size: rows per block (default: the (block, K, D) scratch near 8 MiB on a CPU, 4 MiB for R > 1 restarts
+        together, 512 MiB on an accelerator).
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
         ``f(iteration, log_likelihoods (R,))`` receives them instead (NaN for restarts that already stopped).
         The loop then runs in jitted chunks of ``progress_every`` iterations and the host reports between chunks, so
