@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from gmm_jax._blocks import block_reduce, data_shift, psum, resolve_block_size
+from gmm_jax._blocks import block_reduce, data_shift, on_accelerator, psum, resolve_block_size
 from gmm_jax.em import SuffStats, m_step, stats_centered
 from gmm_jax.kmeans import _assign_block, _lloyd, kmeans_plusplus, kmeans_tolerance
 from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_from_covariances
@@ -203,9 +203,10 @@ def _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar
 
 
 def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar, *, n_components,
-                    covariance_type, init, bs, mask=None, axis_name=None, weighted=True):
+                    covariance_type, init, bs, mask=None, axis_name=None, weighted=True, centers=None):
     """Initial parameters in shifted coordinates.  Sharded (``axis_name``): ``w`` holds 0 on padding rows, ``mask``
-    marks the real rows, ``weighted`` says whether ``w`` carries sample weights (else it is just the mask)."""
+    marks the real rows, ``weighted`` says whether ``w`` carries sample weights (else it is just the mask).
+    ``centers``: the (shifted) K-means centres of this restart when already computed (init 'kmeans')."""
     k = n_components
     dtype = X.dtype
     if init_params is not None:
@@ -224,10 +225,13 @@ def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, r
         means = X[idx] - shift
         log_w = jnp.full((k,), -jnp.log(k), dtype)
         return GMMParams(log_w, means, prec_chol_from_covariances(data_cov, covariance_type))
-    seeds = kmeans_plusplus(key, X, k, w if weighted else None, block_size=bs, mask=mask, axis_name=axis_name)[0]
-    seeds = seeds - shift
-    if init == "kmeans":
-        seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs, mask, axis_name)[0]
+    if centers is not None:
+        seeds = centers
+    else:
+        seeds = kmeans_plusplus(key, X, k, w if weighted else None, block_size=bs, mask=mask, axis_name=axis_name)[0]
+        seeds = seeds - shift
+        if init == "kmeans":
+            seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs, mask, axis_name)[0]
     stats = _stats_pass(X, w, shift, seeds, _hard_resp(seeds), covariance_type, bs, axis_name)
     return m_step(stats, seeds, covariance_type, reg_covar)
 
@@ -290,27 +294,53 @@ def _em_finish(state, X, w, shift, wsum, *, covariance_type, bs, axis_name=None)
 
 
 def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-           mask=None, axis_name=None, weighted=True):
+           init_block_size=None, mask=None, axis_name=None, weighted=True):
     """Initialisation of every restart: (loop states with a leading restart axis, reference point, total weight)."""
     shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
                                                       covariance_type=covariance_type, init=init, bs=block_size,
                                                       mask=mask, axis_name=axis_name)
 
-    def one(key):
+    centers = None
+    if init == "kmeans" and init_params is None and keys.shape[0] > 1 and not on_accelerator():
+        centers = _sequential_lloyd(keys, X, w, shift, tol_kmeans, n_components=n_components, bs=block_size,
+                                    bs_lloyd=init_block_size or block_size, mask=mask, axis_name=axis_name,
+                                    weighted=weighted)
+
+    def one(key, c):
         p0 = _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
                              n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size,
-                             mask=mask, axis_name=axis_name, weighted=weighted)
+                             mask=mask, axis_name=axis_name, weighted=weighted, centers=c)
         return _em_state(p0, max_iter, X.dtype)
 
-    return _map_restarts(one, keys), shift, wsum
+    return _map_restarts(one, keys, centers), shift, wsum
+
+
+def _sequential_lloyd(keys, X, w, shift, tol_kmeans, *, n_components, bs, bs_lloyd, mask=None, axis_name=None,
+                      weighted=True):
+    """K-means initialisation of R restarts on a CPU: k-means++ seeds vmapped, then Lloyd one restart after another
+    (``lax.map``), each in blocks sized for one restart.  A vmapped ``while_loop`` runs every restart until the
+    slowest has converged (at n=2000, d=2, K=5, R=32: 37 passes where the mean is 15), and on a CPU a vmapped pass
+    costs nearly R single passes; measured 6.5 ms against 22 ms there, 89 against 187 ms at n=2e4, d=4, K=8,
+    R=16, 688 against 884 ms at n=1e5, d=16, K=16, R=8.  (On an accelerator the restarts stay vmapped.)
+    Returns shifted centres (R, K, D)."""
+
+    def seed(key):
+        c = kmeans_plusplus(key, X, n_components, w if weighted else None, block_size=bs, mask=mask,
+                            axis_name=axis_name)[0]
+        return c - shift
+
+    seeds = _map_restarts(seed, keys)
+    return lax.map(lambda c: _lloyd(X, w, shift, c, tol_kmeans, 300, bs_lloyd, mask, axis_name)[0], seeds)
 
 
 def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-              mask=None, axis_name=None, weighted=True):
-    """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit."""
+              init_block_size=None, mask=None, axis_name=None, weighted=True):
+    """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
+    ``init_block_size``: rows per block of the K-means initialisation when it runs one restart at a time (default
+    ``block_size``)."""
     state, shift, wsum = _start(keys, X, w, init_params, reg_covar, n_components=n_components,
                                 covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
-                                mask=mask, axis_name=axis_name, weighted=weighted)
+                                init_block_size=init_block_size, mask=mask, axis_name=axis_name, weighted=weighted)
     kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name)
 
     def one(s):
@@ -337,7 +367,7 @@ def _collect(out, shift):
 
 
 _fit_jit = jax.jit(_fit_body, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size",
-                                               "axis_name", "weighted"))
+                                               "init_block_size", "axis_name", "weighted"))
 
 
 # Progress: the fit runs in three jitted pieces -- start (initialisation), a chunk of at most ``every`` iterations
@@ -345,7 +375,7 @@ _fit_jit = jax.jit(_fit_body, static_argnames=("n_components", "covariance_type"
 # chunks.  Nothing runs on the host inside the loop; the cost is one dispatch and a copy of (R,) counters and the
 # (R, T) trace per chunk.
 _fit_start = jax.jit(_start, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size",
-                                            "axis_name", "weighted"))
+                                            "init_block_size", "axis_name", "weighted"))
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "block_size"))
@@ -365,10 +395,10 @@ def _fit_finish(state, X, w, shift, wsum, *, covariance_type, block_size):
 
 
 def _fit_with_progress(keys, X, w, init_params, tol, reg_covar, report, every, *, n_components, covariance_type,
-                       init, max_iter, block_size):
+                       init, max_iter, block_size, init_block_size):
     state, shift, wsum = _fit_start(keys, X, w, init_params, reg_covar, n_components=n_components,
                                     covariance_type=covariance_type, init=init, max_iter=max_iter,
-                                    block_size=block_size)
+                                    block_size=block_size, init_block_size=init_block_size)
     done = 0
     while done < max_iter:
         until = min(done + every, max_iter)
@@ -462,7 +492,8 @@ def fit(
     )
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts)
     statics = dict(n_components=n_components, covariance_type=covariance_type,
-                   init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs)
+                   init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs,
+                   init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1]))
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
     if progress is None or progress is False:
         return _fit_jit(keys, X, w, init_params, tol_a, reg_a, **statics)

@@ -304,18 +304,25 @@ def _kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_res
     shift = data_shift(X, block_size, mask, axis_name)
     abs_tol = kmeans_tolerance(X, tol, block_size, mask, axis_name)
 
-    def one(key, init):
+    def seed(key, init):
         if init is not None:
-            c0 = init - shift
-        elif init_random:
+            return init - shift
+        if init_random:
             idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False)
-            c0 = X[idx] - shift
-        else:
-            c0 = kmeans_plusplus(key, X, n_clusters, sample_weight if weighted else None, block_size=block_size,
-                                 mask=mask, axis_name=axis_name)[0] - shift
+            return X[idx] - shift
+        return kmeans_plusplus(key, X, n_clusters, sample_weight if weighted else None, block_size=block_size,
+                               mask=mask, axis_name=axis_name)[0] - shift
+
+    def lloyd(c0):
         return _lloyd(X, sample_weight, shift, c0, abs_tol, max_iter, block_size, mask, axis_name)
 
-    centers, labels, inertia, n_iter, conv = jax.vmap(one, in_axes=(0, None))(keys, init_centers)
+    seeds = jax.vmap(seed, in_axes=(0, None))(keys, init_centers)
+    if keys.shape[0] > 1 and not on_accelerator():
+        # on a CPU one restart after another: a vmapped while_loop runs every restart until the slowest has converged
+        # and a vmapped pass costs nearly R single passes (32 restarts at n=2000, d=2, K=5: 6.1 against 19 ms)
+        centers, labels, inertia, n_iter, conv = lax.map(lloyd, seeds)
+    else:
+        centers, labels, inertia, n_iter, conv = jax.vmap(lloyd)(seeds)
     best = jnp.argmin(inertia)
     return KMeansResult(
         centers[best] + shift, labels[best], inertia[best], n_iter[best], best, centers + shift, inertia, n_iter, conv

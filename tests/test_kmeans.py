@@ -57,6 +57,17 @@ def test_restarts_keep_lowest_inertia():
     assert int(res.best) == int(np.argmin(res.all_inertia))
     np.testing.assert_allclose(res.inertia, np.min(res.all_inertia))
     np.testing.assert_array_equal(gmm_jax.kmeans_predict(jnp.asarray(X), res.centers), res.labels)
+    # every restart (Lloyd run one after another on a CPU, vmapped on an accelerator) equals a separate run with
+    # its key
+    from gmm_jax.kmeans import _kmeans_jit, kmeans_block_size
+
+    keys = jax.random.split(jax.random.key(1), 6)
+    Xj = jnp.asarray(X)
+    for r in (0, 3, 5):
+        one = _kmeans_jit(keys[r:r + 1], Xj, None, None, jnp.asarray(1e-4, Xj.dtype), n_clusters=5, n_restarts=1,
+                          max_iter=300, block_size=kmeans_block_size(None, Xj.shape[0], 5), init_random=False)
+        assert int(res.all_n_iter[r]) == int(one.n_iter)
+        np.testing.assert_allclose(res.all_centers[r], one.centers, rtol=1e-12, atol=1e-12)
 
 
 def test_kmeans_validation():
