@@ -1,4 +1,5 @@
-"""K-means in the functional pattern: k-means++ seeding, Lloyd steps in ``lax.while_loop``, restarts by ``vmap``.
+"""K-means in the functional pattern: k-means++ seeding, Lloyd steps in ``lax.while_loop``, restarts in one program
+(seeding vmapped; Lloyd vmapped on accelerators, one restart after another on a CPU).
 
 Lloyd's algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")`` step for step (assignment with the current
 centres, new centres from the assignment, empty clusters relocated to the points farthest from their centres,
@@ -345,13 +346,14 @@ def kmeans(
     sample_weight=None,
     block_size=None,
 ) -> KMeansResult:
-    """K-means (Lloyd) with ``n_restarts`` vmapped restarts; the restart with the lowest inertia is returned.
+    """K-means (Lloyd) with ``n_restarts`` restarts in one jitted call; the restart with the lowest inertia is returned.
 
     Args:
       key: PRNG key; restart ``r`` uses ``jax.random.split(key, n_restarts)[r]``.
       X: (n, D) data.
       n_clusters: K.
-      n_restarts: R restarts run at once by ``vmap``.
+      n_restarts: R restarts: seeding vmapped; Lloyd vmapped on an accelerator, one restart after another on a CPU
+        (there a vmapped loop waits for the slowest restart and gains little per pass).
       init: 'k-means++' (greedy D^2 seeding), 'random' (K distinct rows) or an explicit (K, D) array of centres.
       max_iter: maximum Lloyd iterations.
       tol: relative tolerance on the squared centre shift (multiplied by the mean feature variance).
