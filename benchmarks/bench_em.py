@@ -3,8 +3,11 @@
     python benchmarks/bench_em.py [--quick] [--covariance-type full] [--scale 1]
 
 Per-iteration time is (t(M2 iterations) - t(M1 iterations)) / (M2 - M1), for both libraries, so fixed costs
-(validation, the final E-step, compilation) drop out; gmm_jax's compile time is reported apart.  GFLOP/s counts
-4 n K D^2 flops per full-covariance iteration and is compared with the ``jnp.dot`` speed measured in this run.
+(validation, the final E-step, compilation) drop out; gmm_jax's compile time is reported apart.  With
+``--sklearn-step`` (used by ``run_all.py --gpu``, where a scikit-learn fit at n x 10 costs minutes) scikit-learn's
+iteration is timed directly instead: one E-step + M-step from the same parameters, in the data's dtype, best of up
+to 3.  GFLOP/s counts 4 n K D^2 flops per full-covariance iteration and is compared with the ``jnp.dot`` speed
+measured in this run.
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are removed for this command only (the script re-executes itself).
 """
 
