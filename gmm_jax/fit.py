@@ -21,7 +21,7 @@ from jax.scipy.special import logsumexp
 
 from gmm_jax._blocks import block_reduce, data_shift, on_accelerator, psum, resolve_block_size
 from gmm_jax.em import SuffStats, m_step, stats_centered
-from gmm_jax.kmeans import _assign_block, _lloyd, kmeans_plusplus, kmeans_tolerance
+from gmm_jax.kmeans import _assign_block, _lloyd, kmeans_plusplus, kmeans_tolerance, lloyd_restarts
 from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_from_covariances
 
 # float32 products at full precision on every backend (GPUs would otherwise use TF32 for float32)
@@ -303,8 +303,8 @@ def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type,
                                                       mask=mask, axis_name=axis_name)
 
     centers = None
-    if init == "kmeans" and init_params is None and keys.shape[0] > 1 and not on_accelerator():
-        centers = _sequential_lloyd(keys, X, w, shift, tol_kmeans, n_components=n_components, bs=block_size,
+    if init == "kmeans" and init_params is None and keys.shape[0] > 1:
+        centers = _kmeans_init_centers(keys, X, w, shift, tol_kmeans, n_components=n_components, bs=block_size,
                                     bs_lloyd=init_block_size or block_size, mask=mask, axis_name=axis_name,
                                     weighted=weighted)
 
@@ -317,15 +317,11 @@ def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type,
     return _map_restarts(one, keys, centers), shift, wsum
 
 
-def _sequential_lloyd(keys, X, w, shift, tol_kmeans, *, n_components, bs, bs_lloyd, mask=None, axis_name=None,
-                      weighted=True):
-    """K-means initialisation of R restarts on a CPU: k-means++ seeds vmapped, then Lloyd one restart after another
-    (``lax.map``), each in blocks sized for one restart.  A vmapped ``while_loop`` runs every restart until the
-    slowest has converged (at n=2000, d=2, K=5, R=32: 37 passes where the mean is 15), and on a CPU a vmapped pass
-    costs nearly R single passes: there the Lloyd part took 6.1 ms against 19.0 ms vmapped and the whole
-    initialisation 13.9 against 25.4 ms; also faster at n=2e4, d=4, K=8, R=16 and n=1e5, d=16, K=16, R=8 (89 /
-    187 ms and 688 / 884 ms, measured with the data as a compile-time constant).  (On an accelerator the restarts
-    stay vmapped.)  Returns shifted centres (R, K, D)."""
+def _kmeans_init_centers(keys, X, w, shift, tol_kmeans, *, n_components, bs, bs_lloyd, mask=None, axis_name=None,
+                         weighted=True):
+    """K-means initialisation of R > 1 restarts: k-means++ seeds vmapped, then Lloyd by
+    :func:`gmm_jax.kmeans.lloyd_restarts` (one restart after another on a CPU, in blocks sized for one restart;
+    vmapped on an accelerator).  Returns shifted centres (R, K, D)."""
 
     def seed(key):
         c = kmeans_plusplus(key, X, n_components, w if weighted else None, block_size=bs, mask=mask,
@@ -333,13 +329,15 @@ def _sequential_lloyd(keys, X, w, shift, tol_kmeans, *, n_components, bs, bs_llo
         return c - shift
 
     seeds = _map_restarts(seed, keys)
-    return lax.map(lambda c: _lloyd(X, w, shift, c, tol_kmeans, 300, bs_lloyd, mask, axis_name)[0], seeds)
+    # vmapped (accelerator) the Lloyd temporaries are R times larger: keep the restart-aware block size there
+    bs_lloyd = bs if on_accelerator() else bs_lloyd
+    return lloyd_restarts(lambda c: _lloyd(X, w, shift, c, tol_kmeans, 300, bs_lloyd, mask, axis_name)[0], seeds)
 
 
 def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
               init_block_size=None, mask=None, axis_name=None, weighted=True):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
-    ``init_block_size``: rows per block of the K-means initialisation when it runs one restart at a time (default
+    ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
     ``block_size``)."""
     state, shift, wsum = _start(keys, X, w, init_params, reg_covar, n_components=n_components,
                                 covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,

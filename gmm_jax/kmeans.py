@@ -298,6 +298,18 @@ def kmeans_tolerance(X, tol, block_size: int, mask=None, axis_name=None):
     return tol * jnp.mean(var)
 
 
+def lloyd_restarts(lloyd, seeds):
+    """``lloyd`` applied to each restart's initial centres ``seeds`` (R, K, D): one restart after another on a CPU
+    (``lax.map``), vmapped on an accelerator.  A vmapped ``while_loop`` runs every restart until the slowest has
+    converged, and on a CPU a vmapped pass costs nearly R single passes: at n=2000, d=2, K=5, R=32 the Lloyd part
+    took 6.1 ms against 19.0 ms vmapped (the whole GMM initialisation 13.9 against 25.4 ms); also faster at n=2e4,
+    d=4, K=8, R=16 and n=1e5, d=16, K=16, R=8 (89 / 187 ms and 688 / 884 ms, measured with the data as a
+    compile-time constant)."""
+    if seeds.shape[0] > 1 and not on_accelerator():
+        return lax.map(lloyd, seeds)
+    return jax.vmap(lloyd)(seeds)
+
+
 def _kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_restarts, max_iter, block_size, init_random,
                  mask=None, axis_name=None, weighted=True):
     """All restarts of K-means as one traced function; also the per-device program of the sharded K-means (then
@@ -318,12 +330,7 @@ def _kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_res
         return _lloyd(X, sample_weight, shift, c0, abs_tol, max_iter, block_size, mask, axis_name)
 
     seeds = jax.vmap(seed, in_axes=(0, None))(keys, init_centers)
-    if keys.shape[0] > 1 and not on_accelerator():
-        # on a CPU one restart after another: a vmapped while_loop runs every restart until the slowest has converged
-        # and a vmapped pass costs nearly R single passes (32 restarts at n=2000, d=2, K=5: 6.1 against 19 ms)
-        centers, labels, inertia, n_iter, conv = lax.map(lloyd, seeds)
-    else:
-        centers, labels, inertia, n_iter, conv = jax.vmap(lloyd)(seeds)
+    centers, labels, inertia, n_iter, conv = lloyd_restarts(lloyd, seeds)
     best = jnp.argmin(inertia)
     return KMeansResult(
         centers[best] + shift, labels[best], inertia[best], n_iter[best], best, centers + shift, inertia, n_iter, conv
