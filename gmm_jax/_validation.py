@@ -17,6 +17,10 @@ from gmm_jax.params import COVARIANCE_TYPES, GMMParams, check_covariance_type, p
 INITS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
+# one compiled check instead of two eager operations (each eager operation compiles on its first use)
+_all_finite = jax.jit(lambda x: jnp.all(jnp.isfinite(x)))
+
+
 def _is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
@@ -45,7 +49,7 @@ def as_data(X, name: str = "X"):
         dtype = float_dtype(X)
         if X.dtype != dtype:
             X = X.astype(dtype)
-        if not bool(jnp.all(jnp.isfinite(X))):
+        if not bool(_all_finite(X)):
             bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
             raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
         return X

@@ -233,7 +233,7 @@ def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, r
         seeds = kmeans_plusplus(key, X, k, w if weighted else None, block_size=bs, mask=mask, axis_name=axis_name)[0]
         seeds = seeds - shift
         if init == "kmeans":
-            seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs, mask, axis_name)[0]
+            seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs, mask, axis_name, centers_only=True)
     stats = _stats_pass(X, w, shift, seeds, _hard_resp(seeds), covariance_type, bs, axis_name)
     return m_step(stats, seeds, covariance_type, reg_covar)
 
@@ -253,7 +253,7 @@ def _init_context(X, w, reg_covar, *, n_components, covariance_type, init, bs, m
     if init == "random_from_data":
         data_cov = _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar, bs)
     if init == "kmeans":
-        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs, mask, axis_name)
+        tol_kmeans = kmeans_tolerance(X, jnp.asarray(1e-4, X.dtype), bs, mask, axis_name, shift)
     return shift, wsum, data_cov, tol_kmeans
 
 
@@ -296,8 +296,12 @@ def _em_finish(state, X, w, shift, wsum, *, covariance_type, bs, axis_name=None)
 
 
 def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-           init_block_size=None, mask=None, axis_name=None, weighted=True):
-    """Initialisation of every restart: (loop states with a leading restart axis, reference point, total weight)."""
+           init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0):
+    """Initialisation of every restart: (loop states with a leading restart axis, reference point, total weight).
+    ``n_split`` > 0: ``keys`` is one key, split here into that many restart keys (inside the compiled program: an
+    eager split is a compilation of its own, 0.13 s of the first call)."""
+    if n_split:
+        keys = restart_keys(keys, n_split)
     shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
                                                       covariance_type=covariance_type, init=init, bs=block_size,
                                                       mask=mask, axis_name=axis_name)
@@ -331,17 +335,19 @@ def _kmeans_init_centers(keys, X, w, shift, tol_kmeans, *, n_components, bs, bs_
     seeds = _map_restarts(seed, keys)
     # vmapped (accelerator) the Lloyd temporaries are R times larger: keep the restart-aware block size there
     bs_lloyd = bs if on_accelerator() else bs_lloyd
-    return lloyd_restarts(lambda c: _lloyd(X, w, shift, c, tol_kmeans, 300, bs_lloyd, mask, axis_name)[0], seeds)
+    return lloyd_restarts(lambda c: _lloyd(X, w, shift, c, tol_kmeans, 300, bs_lloyd, mask, axis_name, centers_only=True),
+                          seeds)
 
 
 def _fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-              init_block_size=None, mask=None, axis_name=None, weighted=True):
+              init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
     ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
     ``block_size``)."""
     state, shift, wsum = _start(keys, X, w, init_params, reg_covar, n_components=n_components,
                                 covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
-                                init_block_size=init_block_size, mask=mask, axis_name=axis_name, weighted=weighted)
+                                init_block_size=init_block_size, mask=mask, axis_name=axis_name, weighted=weighted,
+                                n_split=n_split)
     kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name)
 
     def one(s):
@@ -368,7 +374,7 @@ def _collect(out, shift):
 
 
 _fit_jit = jax.jit(_fit_body, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size",
-                                               "init_block_size", "axis_name", "weighted"))
+                                               "init_block_size", "axis_name", "weighted", "n_split"))
 
 
 # Progress: the fit runs in three jitted pieces -- start (initialisation), a chunk of at most ``every`` iterations
@@ -376,7 +382,7 @@ _fit_jit = jax.jit(_fit_body, static_argnames=("n_components", "covariance_type"
 # chunks.  Nothing runs on the host inside the loop; the cost is one dispatch and a copy of (R,) counters and the
 # (R, T) trace per chunk.
 _fit_start = jax.jit(_start, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size",
-                                            "init_block_size", "axis_name", "weighted"))
+                                            "init_block_size", "axis_name", "weighted", "n_split"))
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "block_size"))
@@ -396,10 +402,10 @@ def _fit_finish(state, X, w, shift, wsum, *, covariance_type, block_size):
 
 
 def _fit_with_progress(keys, X, w, init_params, tol, reg_covar, report, every, *, n_components, covariance_type,
-                       init, max_iter, block_size, init_block_size):
+                       init, max_iter, block_size, init_block_size, n_split=0):
     state, shift, wsum = _fit_start(keys, X, w, init_params, reg_covar, n_components=n_components,
                                     covariance_type=covariance_type, init=init, max_iter=max_iter,
-                                    block_size=block_size, init_block_size=init_block_size)
+                                    block_size=block_size, init_block_size=init_block_size, n_split=n_split)
     done = 0
     while done < max_iter:
         until = min(done + every, max_iter)
@@ -421,15 +427,22 @@ def restart_keys(key, n_restarts: int):
     return jax.random.split(key, n_restarts)
 
 
-def key_batch(key, n_restarts: int):
-    """(keys (R,), R) from one PRNG key (split into ``n_restarts``) or a 1-D batch of keys (typed or raw uint32)."""
+def key_input(key, n_restarts: int):
+    """(key or keys, R, n_split) from one PRNG key (to be split into ``n_restarts``: n_split = R) or a 1-D batch of
+    keys (typed or raw uint32; n_split = 0)."""
     keys = key if isinstance(key, jax.Array) else jnp.asarray(key)
     typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
     if (typed and keys.ndim == 0) or (not typed and keys.shape == (2,)):
-        return restart_keys(keys, n_restarts), n_restarts
+        return keys, n_restarts, n_restarts
     if (typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2):
-        return keys, keys.shape[0]
+        return keys, keys.shape[0], 0
     raise ValueError(f"key must be a PRNG key or a 1-D batch of keys (one per restart), got shape {keys.shape}")
+
+
+def key_batch(key, n_restarts: int):
+    """(keys (R,), R) from one PRNG key (split into ``n_restarts``) or a 1-D batch of keys (typed or raw uint32)."""
+    keys, n_restarts, n_split = key_input(key, n_restarts)
+    return (restart_keys(keys, n_split) if n_split else keys), n_restarts
 
 
 def fit(
@@ -487,14 +500,15 @@ def fit(
     """
     from gmm_jax._validation import validate_fit
 
-    keys, n_restarts = key_batch(key, n_restarts)
+    keys, n_restarts, n_split = key_input(key, n_restarts)
     X, w, init_params = validate_fit(
         X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
     )
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts)
     statics = dict(n_components=n_components, covariance_type=covariance_type,
                    init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs,
-                   init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1]))
+                   init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1]),
+                   n_split=n_split)
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
     if progress is None or progress is False:
         return _fit_jit(keys, X, w, init_params, tol_a, reg_a, **statics)

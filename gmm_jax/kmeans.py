@@ -110,20 +110,24 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
     trials = n_local_trials if n_local_trials is not None else 2 + int(math.log(n_clusters))
     bs = resolve_block_size(block_size, n, trials, d)
     w = None if sample_weight is None else sample_weight.astype(X.dtype)
-    k0, key = jax.random.split(key)
+    # every draw of the seeding from one call of the generator: each call site of the counter-based generator is
+    # its own block of unrolled rounds in the compiled program (one site instead of four cut the first-call compile
+    # of the seeding by a third)
+    bits = jax.random.bits(key, (1 + max(n_clusters - 1, 1) * trials,), jnp.uint32)  # K = 1: the loop is still traced
     if axis_name is None:
-        # uniform first centre without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes
-        first = jax.random.randint(k0, (), 0, n, jnp.int32) if w is None else _sample_index(k0, w)
+        # uniform first centre without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes;
+        # 32 random bits modulo n: the probabilities of the rows differ by at most n / 2**32 relative
+        first = (bits[0] % jnp.uint32(n)).astype(jnp.int32) if w is None else _sample_index(_uniform(bits[0], X.dtype), w)
         c0 = X[first]
     else:
         first = jnp.int32(-1)
-        if w is None:  # uniform over the real rows of all devices, as randint over the concatenated rows
+        if w is None:  # uniform over the real rows of all devices, as on one device holding the concatenated rows
             rows = lax.all_gather(jnp.sum(mask > 0).astype(jnp.int32), axis_name)
-            g = jax.random.randint(k0, (), 0, jnp.sum(rows), jnp.int32)
+            g = (bits[0] % jnp.sum(rows).astype(jnp.uint32)).astype(jnp.int32)
             owner = jnp.searchsorted(jnp.cumsum(rows), g, side="right")
             c0 = _global_take(X, owner, g - (jnp.cumsum(rows) - rows)[owner], axis_name)
         else:
-            c0 = _global_take(X, *_global_sample_index(k0, w, None, axis_name), axis_name)
+            c0 = _global_take(X, *_global_sample_index(_uniform(bits[0], X.dtype), w, axis_name), axis_name)
     d2 = row_map(lambda x: jnp.sum(jnp.square(x - c0)), X, bs)
     centers = jnp.zeros((n_clusters, d), X.dtype).at[0].set(c0)
     idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first)
@@ -132,12 +136,13 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
         centers, idx, d2 = state
         # D^2 sampling: `trials` candidates with probability proportional to w_i D(x_i)^2
         p = d2 if w is None else w * d2
+        u = _uniform(lax.dynamic_slice_in_dim(bits, 1 + (c - 1) * trials, trials), X.dtype)
         if axis_name is None:
-            cand = _sample_index(jax.random.fold_in(key, c), p, trials)
+            cand = _sample_index(u, p)
             cx = X[cand]  # (T, D)
         else:
             p = p if mask is None else p * mask
-            owner, local = _global_sample_index(jax.random.fold_in(key, c), p, trials, axis_name)
+            owner, local = _global_sample_index(u, p, axis_name)
             cand = jnp.full((trials,), -1, jnp.int32)
             cx = _global_take(X, owner, local, axis_name)
 
@@ -156,24 +161,26 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
     return centers, idx
 
 
-def _sample_index(key, p, num=None):
-    """Indices drawn with probability proportional to non-negative ``p`` (n,), by inverse CDF (O(n) memory).
+def _uniform(bits, dtype):
+    """Uniform numbers in [0, 1) of ``dtype`` from uint32 random bits (24 bits each, exact in float32)."""
+    return (bits >> 8).astype(dtype) * (1.0 / (1 << 24))
 
-    Returns an int32 scalar, or (num,) indices.
-    """
+
+def _sample_index(u, p):
+    """Indices drawn with probability proportional to non-negative ``p`` (n,), by inverse CDF (O(n) memory), for
+    uniforms ``u`` in [0, 1) (a scalar or (T,)); returns int32 indices of ``u``'s shape."""
     c = jnp.cumsum(p)
-    u = jax.random.uniform(key, () if num is None else (num,), p.dtype) * c[-1]
-    idx = jnp.searchsorted(c, u, side="right")
+    idx = jnp.searchsorted(c, u * c[-1], side="right")
     return jnp.clip(idx, 0, p.shape[0] - 1).astype(jnp.int32)
 
 
-def _global_sample_index(key, p, num, axis_name):
+def _global_sample_index(u, p, axis_name):
     """:func:`_sample_index` over rows sharded on ``axis_name``: (owning device, local index) of each draw, the same
     draws as one device holding all rows in device order (up to the rounding of the partial sums)."""
     c = jnp.cumsum(p)
     totals = lax.all_gather(c[-1], axis_name)  # (S,) per-device sums
     ctot = jnp.cumsum(totals)
-    u = jax.random.uniform(key, () if num is None else (num,), p.dtype) * ctot[-1]
+    u = u * ctot[-1]
     owner = jnp.clip(jnp.searchsorted(ctot, u, side="right"), 0, totals.shape[0] - 1)
     local = jnp.searchsorted(c, u - (ctot[owner] - totals[owner]), side="right")
     return owner, jnp.clip(local, 0, p.shape[0] - 1).astype(jnp.int32)
@@ -245,8 +252,10 @@ def _relocate_empty(X, w, shift, labels, mind, sums, counts, mask=None, axis_nam
     return sums, counts
 
 
-def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_name=None):
-    """Lloyd iterations from shifted initial centres; returns (centers, labels, inertia, n_iter, converged)."""
+def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_name=None, centers_only=False):
+    """Lloyd iterations from shifted initial centres; returns (centers, labels, inertia, n_iter, converged), or only
+    the centres with ``centers_only`` (the final label pass and the inertia are then not traced at all, which
+    shortens the first call of a fit that starts from K-means)."""
     n = X.shape[0]
 
     def cond(s):
@@ -268,6 +277,8 @@ def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_na
 
     s0 = (jnp.zeros((), jnp.int32), centers, jnp.full((n,), -1, jnp.int32), jnp.array(False), jnp.array(False))
     n_iter, centers, labels, done, strict = lax.while_loop(cond, body, s0)
+    if centers_only:
+        return centers
     final_labels, _, _, _, _ = _lloyd_pass(X, w, shift, centers, labels, bs, mask, axis_name)
     labels = jnp.where(strict, labels, final_labels)
     inertia = _inertia(X, w, shift, centers, labels, bs, axis_name)
@@ -283,10 +294,12 @@ def _inertia(X, w, shift, centers, labels, bs, axis_name=None):
     return block_reduce(fn, X, bs, w, axis_name)
 
 
-def kmeans_tolerance(X, tol, block_size: int, mask=None, axis_name=None):
+def kmeans_tolerance(X, tol, block_size: int, mask=None, axis_name=None, shift=None):
     """scikit-learn's data-dependent tolerance: ``tol * mean_d var(X[:, d])`` (unweighted; padding rows of a
-    sharded fit, ``mask`` 0, left out)."""
-    shift = data_shift(X, block_size, mask, axis_name)
+    sharded fit, ``mask`` 0, left out).  ``shift``: a reference point near the data already computed (any point
+    near the data serves: the variance is computed about it without cancellation)."""
+    if shift is None:
+        shift = data_shift(X, block_size, mask, axis_name)
 
     def fn(xb, wb, i):
         xs = (xb - shift) * wb[:, None]
@@ -311,11 +324,15 @@ def lloyd_restarts(lloyd, seeds):
 
 
 def _kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_restarts, max_iter, block_size, init_random,
-                 mask=None, axis_name=None, weighted=True):
+                 mask=None, axis_name=None, weighted=True, split_key=False):
     """All restarts of K-means as one traced function; also the per-device program of the sharded K-means (then
-    ``sample_weight`` is 0 on padding rows, ``mask`` marks real rows, ``weighted`` whether there are weights)."""
+    ``sample_weight`` is 0 on padding rows, ``mask`` marks real rows, ``weighted`` whether there are weights).
+    ``split_key``: ``keys`` is one key, split here into the ``n_restarts`` restart keys (an eager split would be a
+    compilation of its own on the first call)."""
+    if split_key:
+        keys = jax.random.split(keys, n_restarts)
     shift = data_shift(X, block_size, mask, axis_name)
-    abs_tol = kmeans_tolerance(X, tol, block_size, mask, axis_name)
+    abs_tol = kmeans_tolerance(X, tol, block_size, mask, axis_name, shift)
 
     def seed(key, init):
         if init is not None:
@@ -338,7 +355,7 @@ def _kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_res
 
 
 _kmeans_jit = jax.jit(_kmeans_body, static_argnames=("n_clusters", "n_restarts", "max_iter", "block_size", "init_random",
-                                                     "axis_name", "weighted"))
+                                                     "axis_name", "weighted", "split_key"))
 
 
 def kmeans(
@@ -375,9 +392,8 @@ def kmeans(
 
     X, sample_weight, init_centers = validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts)
     bs = kmeans_block_size(block_size, X.shape[0], n_clusters)
-    keys = jax.random.split(key, n_restarts)
     return _kmeans_jit(
-        keys,
+        key,
         X,
         sample_weight,
         init_centers,
@@ -387,6 +403,7 @@ def kmeans(
         max_iter=max_iter,
         block_size=bs,
         init_random=(isinstance(init, str) and init == "random"),
+        split_key=True,
     )
 
 
