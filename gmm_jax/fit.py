@@ -68,6 +68,8 @@ def _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs, axis_name=Non
     def fn(xb, wb, i):
         xs = xb - shift
         resp = resp_fn(xs, i) * wb[:, None]
+        if covariance_type == "full" and xs.shape[1] <= SMALL_D:  # component-major, as the EM pass
+            return _small_full_stats(xs.T[None] - center[:, :, None], resp.T)
         return _block_stats(xs, resp, center, covariance_type)
 
     return block_reduce(fn, X, bs, w, axis_name)
@@ -150,9 +152,15 @@ def _small_full_block(xs, wb, params, const, with_stats):
     ll = jnp.sum(jnp.where(wb > 0, wb * ln, 0.0))
     if not with_stats:
         return jnp.sum(resp, axis=1), ll
+    return _small_full_stats(xc, resp), ll
+
+
+def _small_full_stats(xc, resp) -> SuffStats:
+    """Full-covariance statistics from component-major differences ``xc`` (K, D, B) and weighted responsibilities
+    ``resp`` (K, B), elementwise (D <= ``SMALL_D``)."""
     rx = resp[:, None, :] * xc
-    sxx = jnp.stack([jnp.sum(rx * xc[:, j, None, :], axis=-1) for j in range(d)], axis=1)
-    return SuffStats(jnp.sum(resp, axis=1), jnp.sum(rx, axis=-1), sxx), ll
+    sxx = jnp.stack([jnp.sum(rx * xc[:, j, None, :], axis=-1) for j in range(xc.shape[1])], axis=1)
+    return SuffStats(jnp.sum(resp, axis=1), jnp.sum(rx, axis=-1), sxx)
 
 
 def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True, axis_name=None):

@@ -88,6 +88,12 @@ def kmeans_block_size(block_size, n: int, n_clusters: int) -> int:
     return int(max(1, min(n, max(1024, min(16384, (1 << 19) // max(1, n_clusters))))))
 
 
+# k-means++ candidate potentials: candidate-major up to this many features.  Whole seeding, 2-core CPU, data passed
+# as an argument: n=2000, d=2, K=5 0.26 -> 0.076 ms (one restart), 5.1 -> 1.7 ms (32 vmapped); n=1e5, d=2/8 3.1x /
+# 2.1x faster; d=16 equal (88 / 87 ms); d=32 and d=64 2.3x / 1.6x slower.
+_SEED_SMALL_D = 8
+
+
 def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=None, block_size=None, *, mask=None,
                     axis_name=None):
     """Greedy k-means++ seeding (D^2 sampling with ``n_local_trials`` candidates per centre, best kept).
@@ -149,6 +155,10 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
         def pot(xb, wb, i):  # potential of each candidate, one block at a time: no (n, T) array
             start = jnp.minimum(i * bs, n - bs)
             db = lax.dynamic_slice_in_dim(d2, start, bs)
+            if d <= _SEED_SMALL_D:
+                # candidate-major (T, D, B): the reductions run along contiguous rows of length B
+                dd = jnp.sum(jnp.square(xb.T[None, :, :] - cx[:, :, None]), axis=1)  # (T, B)
+                return jnp.sum(wb[None, :] * jnp.minimum(db[None, :], dd), axis=1)
             return wb @ jnp.minimum(db[:, None], jax.vmap(lambda x: sq_distances(x, cx))(xb))
 
         pots = block_reduce(pot, X, bs, sample_weight if sample_weight is not None else mask, axis_name)

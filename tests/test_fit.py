@@ -259,6 +259,16 @@ def test_blocked_pass_matches_the_math_layer(d):
     np.testing.assert_allclose(float(ll), float(jnp.sum(w * log_norm)), rtol=1e-12)
     for a, b in zip(stats, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+    # the initialisation's pass: hard assignments to the nearest centre, statistics about those centres
+    from gmm_jax.fit import _hard_resp, _stats_pass
+
+    centers = X[:k] + 0.3
+    hard = jax.jit(lambda X, w, c: _stats_pass(X, w, shift, c - shift, _hard_resp(c - shift), "full", 64))(X, w, centers)
+    lab = jnp.argmin(jnp.sum(jnp.square(X[:, None, :] - centers[None]), -1), axis=1)
+    ref = em.sufficient_stats(X, jax.nn.one_hot(lab, k, dtype=X.dtype), centers, "full", w)
+    assert len(set(np.asarray(lab).tolist())) == k
+    for a, b in zip(hard, ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
 
 
 def test_accelerator_code_paths_give_the_same_results(monkeypatch):
