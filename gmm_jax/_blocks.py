@@ -36,7 +36,19 @@ def default_block_size(n: int, n_components: int, n_features: int, n_restarts: i
         b = min(_SCRATCH_ELEMENTS // max(1, n_components * n_features), 16384)
     else:
         b = min(_SCRATCH_ELEMENTS_RESTARTS // max(1, n_restarts * n_components * n_features), 16384)
-    return int(max(1, min(max(64, b), n)))
+    return balanced_block_size(n, max(64, b))
+
+
+def balanced_block_size(n: int, b: int) -> int:
+    """The fewest blocks of at most ``b`` rows, made equal (rounded up to a multiple of 64 rows when that keeps
+    the count): the last block of ``b`` rows is shifted back to stay in bounds, so with ``n`` just above ``b`` the
+    two blocks overlap almost entirely and the pass does nearly twice the work.  Measured (32 vmapped restarts,
+    n=2000, d=3-6, K=5, one EM pass): blocks of 1638 rows 1.5-2.3x slower than 1000-row or single blocks."""
+    b = int(max(1, min(b, n)))
+    nb = -(-n // b)
+    even = -(-n // nb)
+    rounded = -(-even // 64) * 64
+    return int(min(n, rounded if -(-n // rounded) == nb and rounded <= b else even))
 
 
 def resolve_block_size(block_size, n: int, n_components: int, n_features: int, n_restarts: int = 1) -> int:

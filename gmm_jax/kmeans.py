@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gmm_jax._blocks import (
+    balanced_block_size,
     block_reduce,
     block_slices,
     data_shift,
@@ -84,8 +85,8 @@ def kmeans_block_size(block_size, n: int, n_clusters: int) -> int:
     if block_size is not None:
         return int(max(1, min(int(block_size), n)))
     if on_accelerator():
-        return int(max(1, min(n, max(1024, min(1 << 22, (1 << 27) // max(1, n_clusters))))))
-    return int(max(1, min(n, max(1024, min(16384, (1 << 19) // max(1, n_clusters))))))
+        return balanced_block_size(n, max(1024, min(1 << 22, (1 << 27) // max(1, n_clusters))))
+    return balanced_block_size(n, max(1024, min(16384, (1 << 19) // max(1, n_clusters))))
 
 
 # k-means++ candidate potentials: candidate-major up to this many features.  Whole seeding, 2-core CPU, data passed

@@ -255,7 +255,7 @@ def test_blocked_pass_matches_the_math_layer(d):
     stats, ll = jax.jit(_em_pass, static_argnums=(4, 5))(X, w, shift, p._replace(means=p.means - shift), "full", 64)
     log_resp, log_norm = em.e_step(X, p, "full")
     ref = em.sufficient_stats(X, jnp.exp(log_resp), p.means, "full", w)
-    assert (d <= SMALL_D) == (d < 6)
+    assert (d <= SMALL_D) == (d < 4)  # both forms are covered
     np.testing.assert_allclose(float(ll), float(jnp.sum(w * log_norm)), rtol=1e-12)
     for a, b in zip(stats, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
@@ -268,6 +268,30 @@ def test_blocked_pass_matches_the_math_layer(d):
     ref = em.sufficient_stats(X, jax.nn.one_hot(lab, k, dtype=X.dtype), centers, "full", w)
     assert len(set(np.asarray(lab).tolist())) == k
     for a, b in zip(hard, ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+def test_blocked_pass_matches_the_math_layer_other_covariances(covariance_type):
+    """As above for the other covariance types (tied: component-major product form; diag/spherical: broadcasts)."""
+    from gmm_jax import em
+    from gmm_jax.fit import _em_pass
+
+    rng = np.random.default_rng(7)
+    k, n, d = 4, 203, 5
+    p, _ = random_params(rng, k, d, covariance_type)
+    X = jnp.asarray(rng.normal(size=(n, d)) * 2 + 0.5)
+    w = jnp.asarray(rng.uniform(0.2, 2.0, n))
+    shift = jnp.asarray(rng.normal(size=d))
+    run = jax.jit(_em_pass, static_argnums=(4, 5, 6))
+    stats, ll = run(X, w, shift, p._replace(means=p.means - shift), covariance_type, 64, True)
+    counts, ll2 = run(X, w, shift, p._replace(means=p.means - shift), covariance_type, 64, False)
+    log_resp, log_norm = em.e_step(X, p, covariance_type)
+    ref = em.sufficient_stats(X, jnp.exp(log_resp), p.means, covariance_type, w)
+    np.testing.assert_allclose(float(ll), float(jnp.sum(w * log_norm)), rtol=1e-12)
+    np.testing.assert_allclose(float(ll2), float(ll), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(counts), np.asarray(ref.nk), rtol=1e-10)
+    for a, b in zip(stats, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
 
 
