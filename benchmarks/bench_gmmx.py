@@ -1,7 +1,7 @@
 """gmm_jax against gmmx (PyPI ``gmmx``, 0.7) on gmmx's own benchmark cell, same initial parameters.
 
     pip install -e ".[bench]"        # installs gmmx
-    python benchmarks/bench_gmmx.py [--n 65536] [--d 32] [--k 64] [--iters 20]
+    python benchmarks/bench_gmmx.py [--n 65536] [--d 32] [--k 64] [--iters 20] [--gmm-jax-precision default]
 
 Both run exactly ``iters`` EM iterations (tol=0, full covariances, float32) from the same initial parameters
 (gmm_jax's k-means++ initialisation); compile excluded (each is run once first), best of 3; each library runs
@@ -30,10 +30,24 @@ from _common import best_time, machine_description, print_table, write_json  # n
 import gmm_jax  # noqa: E402
 
 
-def _child(lib, path, iters, repeats):
+def _use_default_precision():
+    """An experiment, not a library option: make gmm_jax's matrix products use JAX's default precision instead of
+    ``Precision.HIGHEST`` (the modules read their ``HIGHEST`` constant when a function is traced), as gmmx does.
+    On NVIDIA GPUs that is TF32 for float32; on a CPU it changes nothing."""
+    import importlib
+
+    from jax import lax
+
+    for name in ("gmm_jax.fit", "gmm_jax.kmeans", "gmm_jax.params"):
+        importlib.import_module(name).HIGHEST = lax.Precision.DEFAULT
+
+
+def _child(lib, path, iters, repeats, precision="highest"):
     """Time one library in this (child) process; prints one JSON line."""
     import json
 
+    if lib == "gmm_jax" and precision == "default":
+        _use_default_precision()
     z = np.load(path)
     Xj = jax.device_put(z["X"])
     k = z["means"].shape[0]
@@ -65,13 +79,14 @@ def _child(lib, path, iters, repeats):
     print(json.dumps({"s": best, "first_call_s": first, "n_iter": n_iter}), flush=True)
 
 
-def _time_in_child(lib, path, iters, repeats, timeout):
+def _time_in_child(lib, path, iters, repeats, timeout, precision="highest"):
     import json
     import subprocess
 
     try:
         out = subprocess.run([sys.executable, __file__, "--child", lib, path, "--iters", str(iters),
-                              "--repeats", str(repeats)], capture_output=True, text=True, timeout=timeout)
+                              "--repeats", str(repeats), "--gmm-jax-precision", precision],
+                             capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish in {timeout} s"}
     if out.returncode != 0:
@@ -79,7 +94,7 @@ def _time_in_child(lib, path, iters, repeats, timeout):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(n=65_536, d=32, k=64, iters=20, seed=0, repeats=3, timeout=600):
+def run(n=65_536, d=32, k=64, iters=20, seed=0, repeats=3, timeout=600, precision="highest"):
     import tempfile
 
     try:
@@ -91,14 +106,14 @@ def run(n=65_536, d=32, k=64, iters=20, seed=0, repeats=3, timeout=600):
     X = (centers[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(np.float32)
     p0 = gmm_jax.initialize(jax.random.key(seed), X, k, init="k-means++")
     cov0 = gmm_jax.covariances_from_prec_chol(p0.prec_chol, "full")
-    row = {"n": n, "d": d, "k": k, "iters": iters}
+    row = {"n": n, "d": d, "k": k, "iters": iters, "gmm_jax_precision": precision}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "problem.npz")
         np.savez(path, X=X, log_weights=np.asarray(p0.log_weights), means=np.asarray(p0.means),
                  prec_chol=np.asarray(p0.prec_chol), cov=np.asarray(cov0))
         # each library in a process of its own, with a deadline: gmmx's full-covariance M-step forms an
         # (n, K, D, D) array (17 GB at this cell), which may exhaust the memory of a small machine
-        ours = _time_in_child("gmm_jax", path, iters, repeats, timeout)
+        ours = _time_in_child("gmm_jax", path, iters, repeats, timeout, precision)
         theirs = _time_in_child("gmmx", path, iters, repeats, timeout)
         row.update({"gmm_jax_s": ours.get("s"), "gmm_jax_first_call_s": ours.get("first_call_s"),
                     "gmmx_s": theirs.get("s"), "gmmx_first_call_s": theirs.get("first_call_s")})
@@ -123,14 +138,19 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600, help="seconds allowed to each library's process")
+    ap.add_argument("--gmm-jax-precision", choices=("highest", "default"), default="highest",
+                    help="experiment: 'default' runs gmm_jax's products at JAX's default precision (TF32 on NVIDIA "
+                         "GPUs, as gmmx), to measure how much of a gap precision explains; the library always uses "
+                         "'highest'")
     ap.add_argument("--child", nargs=2, metavar=("LIB", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "gmmx.json"))
     args = ap.parse_args(argv)
     if args.child:
-        return _child(args.child[0], args.child[1], args.iters, args.repeats)
+        return _child(args.child[0], args.child[1], args.iters, args.repeats, args.gmm_jax_precision)
     info = machine_description()
     print(f"machine: {info['cpu']} ({info['cores']} cores), JAX {info['jax']} on {info['jax_devices']}")
-    row = run(args.n, args.d, args.k, args.iters, repeats=args.repeats, timeout=args.timeout)
+    row = run(args.n, args.d, args.k, args.iters, repeats=args.repeats, timeout=args.timeout,
+              precision=args.gmm_jax_precision)
     print_table([row], list(row))
     write_json(args.out, [row])
     print(f"wrote {args.out}")

@@ -3,6 +3,7 @@
     python benchmarks/run_all.py                 # CPU: the full set (about 25 minutes on 2 cores)
     python benchmarks/run_all.py --only em,restarts --quick
     python benchmarks/run_all.py --gpu           # lent GPU: the EM and K-means grids with n x 10, restarts, gmmx
+                                                 # (also with gmm_jax's products at TF32, gmmx_tf32)
 
 Each benchmark runs as its own process (so each one's BLAS environment and peak memory are its own) and writes its
 JSON into the results folder (``benchmarks/results``, or ``benchmarks/results/gpu`` with ``--gpu``); the summary
@@ -24,7 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _common import machine_description, write_json  # noqa: E402
 
-BENCHES = ["em", "em_tied", "em_diag", "em_spherical", "kmeans", "restarts", "gmmx", "memory", "progress", "stream"]
+BENCHES = ["em", "em_tied", "em_diag", "em_spherical", "kmeans", "restarts", "gmmx", "gmmx_tf32", "memory", "progress",
+           "stream"]
 
 
 def commands(args, out):
@@ -42,6 +44,9 @@ def commands(args, out):
     gmmx = ["--n", "8192"] if args.quick else []
     timeout = ["--timeout", "600" if args.gpu else "150"]
     cmds["gmmx"] = py + [f"{HERE}/bench_gmmx.py", "--out", f"{out}/gmmx.json"] + timeout + gmmx
+    # an experiment for GPUs: gmm_jax's products at JAX's default precision (TF32), as gmmx's
+    cmds["gmmx_tf32"] = py + [f"{HERE}/bench_gmmx.py", "--gmm-jax-precision", "default",
+                              "--out", f"{out}/gmmx_tf32.json"] + timeout + gmmx
     sizes = ["--sizes", "100000", "1000000"] if args.quick else []
     cmds["memory"] = py + [f"{HERE}/bench_memory.py", "--out", f"{out}/memory.json"] + sizes
     cmds["progress"] = py + [f"{HERE}/bench_progress.py", "--out", f"{out}/progress.json"]
@@ -124,6 +129,16 @@ def summarize(out, machine, log):
         ours = f"{r['gmm_jax_s']:.2f} s" if r.get("gmm_jax_s") else "-"
         theirs = f"{r['gmmx_s']:.2f} s" if r.get("gmmx_s") else "did not finish"
         add("gmm_jax vs gmmx 0.7", cell, ours, theirs, sp, ">= 2x", None if sp is None else sp >= 2, note)
+    for r in _load(out, "gmmx_tf32") or []:
+        if r.get("skipped"):
+            continue
+        cell = f"{r['n']} x {r['d']} x {r['k']}, {r['iters']} iterations"
+        sp = r.get("speedup_vs_gmmx")
+        note = "experiment, not the library's setting" + (
+            f"; max |mean diff| {r['max_abs_mean_diff']:.1e}" if sp is not None else "; " + r.get("gmmx_error", ""))
+        add("gmm_jax at default matmul precision (TF32 on NVIDIA) vs gmmx 0.7", cell,
+            f"{r['gmm_jax_s']:.3f} s" if r.get("gmm_jax_s") else "-",
+            f"{r['gmmx_s']:.3f} s" if r.get("gmmx_s") else "did not finish", sp, "-", None, note)
     res = _load(out, "memory")
     if res:
         b = res["rows"][-1]
@@ -189,7 +204,8 @@ def main(argv=None):
     out = args.out or os.path.join(HERE, "results", "gpu" if args.gpu else "")
     out = out.rstrip("/")
     os.makedirs(out, exist_ok=True)
-    default = "em,kmeans,restarts,gmmx" if args.gpu else ",".join(BENCHES)
+    # gmmx_tf32 only on accelerators: on a CPU the default precision of float32 products is full float32
+    default = "em,kmeans,restarts,gmmx,gmmx_tf32" if args.gpu else ",".join(b for b in BENCHES if b != "gmmx_tf32")
     only = [b for b in (args.only or default).split(",") if b]
     unknown = [b for b in only + [s for s in args.skip.split(",") if s] if b not in BENCHES]
     if unknown:
