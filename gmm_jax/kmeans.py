@@ -402,9 +402,13 @@ def kmeans(
     from gmm_jax._validation import validate_kmeans
 
     X, sample_weight, init_centers = validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts)
+    k = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    typed = jnp.issubdtype(k.dtype, jax.dtypes.prng_key)
+    if not ((typed and k.ndim == 0) or (not typed and k.shape == (2,) and k.dtype == jnp.uint32)):
+        raise ValueError(f"key must be one PRNG key (jax.random.key(seed)), got shape {k.shape} and dtype {k.dtype}")
     bs = kmeans_block_size(block_size, X.shape[0], n_clusters)
     return _kmeans_jit(
-        key,
+        k,
         X,
         sample_weight,
         init_centers,

@@ -78,6 +78,9 @@ def test_kmeans_validation():
         gmm_jax.kmeans(jax.random.key(0), X, 3, init="kmeans||")
     with pytest.raises(ValueError, match="too few points"):
         gmm_jax.kmeans(jax.random.key(0), X[:2], 3)
+    for bad in (0, np.zeros(3, np.uint32), jax.random.split(jax.random.key(0), 2)):
+        with pytest.raises(ValueError, match="key must be one PRNG key"):
+            gmm_jax.kmeans(bad, X, 3)
 
 
 def test_match_components_is_optimal():
