@@ -21,6 +21,18 @@ INITS = ("kmeans", "k-means++", "random", "random_from_data")
 _all_finite = jax.jit(lambda x: jnp.all(jnp.isfinite(x)))
 
 
+def key_form(key):
+    """(key array, form) with form 'one' for a single PRNG key, 'batch' for a 1-D batch of keys (typed keys or raw
+    uint32 key data), None for anything else."""
+    keys = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if (typed and keys.ndim == 0) or (not typed and keys.shape == (2,)):
+        return keys, "one"
+    if (typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2):
+        return keys, "batch"
+    return keys, None
+
+
 def _is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 

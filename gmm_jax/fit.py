@@ -68,8 +68,6 @@ def _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs, axis_name=Non
     def fn(xb, wb, i):
         xs = xb - shift
         resp = resp_fn(xs, i) * wb[:, None]
-        if covariance_type == "full" and xs.shape[1] <= SMALL_D:  # component-major, as the EM pass
-            return _small_full_stats(xs.T[None] - center[:, :, None], resp.T)
         return _block_stats(xs, resp, center, covariance_type)
 
     return block_reduce(fn, X, bs, w, axis_name)
@@ -99,12 +97,10 @@ def _block_log_prob(xs, factors, covariance_type: str):
     faster at n=1e5, d=16, K=16 and 1.6x at n=1e6, d=8, K=16 than the (B, K D) product, equal at d=64.
     """
     a, b, const = factors
-    if covariance_type == "full":
-        k, d = b.shape
-        y = jnp.matmul(a.T, xs.T, precision=HIGHEST).reshape(k, d, xs.shape[0]) - b[:, :, None]  # (K, D, B)
-        return -0.5 * jnp.sum(jnp.square(y), axis=1) + jnp.expand_dims(const, -1)
-    if covariance_type == "tied":
-        y = jnp.matmul(a.T, xs.T, precision=HIGHEST)[None] - b[:, :, None]  # (K, D, B)
+    if covariance_type in ("full", "tied"):
+        z = jnp.matmul(a.T, xs.T, precision=HIGHEST)  # (K D, B) full, (D, B) tied
+        z = z.reshape(b.shape + (xs.shape[0],)) if covariance_type == "full" else z[None]
+        y = z - b[:, :, None]  # (K, D, B)
         return -0.5 * jnp.sum(jnp.square(y), axis=1) + jnp.expand_dims(const, -1)
     if covariance_type == "diag":
         y = (xs[:, None, :] - b[None]) * a[None]
@@ -114,10 +110,13 @@ def _block_log_prob(xs, factors, covariance_type: str):
 
 
 def _block_stats(xs, resp, center, covariance_type: str, component_major: bool = False) -> SuffStats:
-    """Sufficient statistics of a block about ``center``; full/tied second moments as K-batched products.
-    ``resp``: (B, K), or (K, B) with ``component_major`` (full and tied only)."""
+    """Sufficient statistics of a block about ``center``; full/tied second moments as K-batched products (full
+    covariances with D <= ``SMALL_D`` elementwise, component-major).  ``resp``: (B, K), or (K, B) with
+    ``component_major`` (full and tied only)."""
     if covariance_type not in ("full", "tied"):
         return stats_centered(xs[:, None, :] - center[None], resp, covariance_type)
+    if covariance_type == "full" and xs.shape[1] <= SMALL_D:
+        return _small_full_stats(xs.T[None] - center[:, :, None], resp if component_major else resp.T)
     # S_k = sum_b r_bk xc xc^T = (sqrt(r) xc)^T (sqrt(r) xc): one symmetric product per component, which XLA's
     # CPU backend runs about twice as fast as scaling only one operand.  Only s = sqrt(r) (x - c) is formed
     # (component-major, (K, B, D)); the first moments come from s as well, so the differences x - c are never
@@ -249,11 +248,12 @@ def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, r
         return GMMParams(log_w, means, prec_chol_from_covariances(data_cov, covariance_type))
     if centers is not None:
         seeds = centers
+    elif init == "kmeans":
+        seeds = _kmeans_init_centers(key[None], X, w, shift, tol_kmeans, n_components=k, bs=bs, bs_lloyd=bs,
+                                     mask=mask, axis_name=axis_name, weighted=weighted)[0]
     else:
         seeds = kmeans_plusplus(key, X, k, w if weighted else None, block_size=bs, mask=mask, axis_name=axis_name)[0]
         seeds = seeds - shift
-        if init == "kmeans":
-            seeds = _lloyd(X, w, shift, seeds, tol_kmeans, 300, bs, mask, axis_name, centers_only=True)
     stats = _stats_pass(X, w, shift, seeds, _hard_resp(seeds), covariance_type, bs, axis_name)
     return m_step(stats, seeds, covariance_type, reg_covar)
 
@@ -343,9 +343,9 @@ def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type,
 
 def _kmeans_init_centers(keys, X, w, shift, tol_kmeans, *, n_components, bs, bs_lloyd, mask=None, axis_name=None,
                          weighted=True):
-    """K-means initialisation of R > 1 restarts: k-means++ seeds vmapped, then Lloyd by
+    """K-means initialisation of R restarts: k-means++ seeds vmapped, then Lloyd by
     :func:`gmm_jax.kmeans.lloyd_restarts` (one restart after another on a CPU, in blocks sized for one restart;
-    vmapped on an accelerator).  Returns shifted centres (R, K, D)."""
+    vmapped on an accelerator; one restart unbatched).  Returns shifted centres (R, K, D)."""
 
     def seed(key):
         c = kmeans_plusplus(key, X, n_components, w if weighted else None, block_size=bs, mask=mask,
@@ -450,11 +450,12 @@ def restart_keys(key, n_restarts: int):
 def key_input(key, n_restarts: int):
     """(key or keys, R, n_split) from one PRNG key (to be split into ``n_restarts``: n_split = R) or a 1-D batch of
     keys (typed or raw uint32; n_split = 0)."""
-    keys = key if isinstance(key, jax.Array) else jnp.asarray(key)
-    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
-    if (typed and keys.ndim == 0) or (not typed and keys.shape == (2,)):
+    from gmm_jax._validation import key_form
+
+    keys, form = key_form(key)
+    if form == "one":
         return keys, n_restarts, n_restarts
-    if (typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2):
+    if form == "batch":
         return keys, keys.shape[0], 0
     raise ValueError(f"key must be a PRNG key or a 1-D batch of keys (one per restart), got shape {keys.shape}")
 
