@@ -15,8 +15,9 @@ def _sk(X, init, **kw):
     return KMeans(n_clusters=init.shape[0], init=init, n_init=1, algorithm="lloyd", **kw).fit(X)
 
 
+@pytest.mark.parametrize("algorithm", ["lloyd", "hamerly"])
 @pytest.mark.parametrize("case", ["blobs", "empty_cluster", "weighted"])
-def test_lloyd_equals_sklearn(case):
+def test_lloyd_equals_sklearn(case, algorithm):
     X, _ = make_blobs(seed=40, n_per=70, d=3, k=4, sep=3.0)
     rng = np.random.default_rng(41)
     init = X[rng.choice(X.shape[0], 4, replace=False)].copy()
@@ -26,7 +27,8 @@ def test_lloyd_equals_sklearn(case):
     if case == "weighted":
         w = rng.uniform(0.1, 3.0, X.shape[0])
     sk = _sk(X, init, tol=1e-4, max_iter=300).fit(X, sample_weight=w)
-    res = gmm_jax.kmeans(jax.random.key(0), X, 4, init=init, tol=1e-4, max_iter=300, sample_weight=w, block_size=64)
+    res = gmm_jax.kmeans(jax.random.key(0), X, 4, init=init, tol=1e-4, max_iter=300, sample_weight=w, block_size=64,
+                         algorithm=algorithm)
     np.testing.assert_allclose(res.centers, sk.cluster_centers_, rtol=1e-10, atol=1e-10)
     np.testing.assert_array_equal(res.labels, sk.labels_)
     assert int(res.n_iter) == sk.n_iter_
@@ -70,12 +72,54 @@ def test_restarts_keep_lowest_inertia():
         np.testing.assert_allclose(res.all_centers[r], one.centers, rtol=1e-12, atol=1e-12)
 
 
+def _lloyd_run(X, init, w, bounds, max_iter=300, tol=0.0, bs=64):
+    from gmm_jax._blocks import data_shift
+    from gmm_jax.kmeans import _lloyd
+
+    def f(X, init, w):  # a fresh function each call: traced with the current module settings
+        shift = data_shift(X, bs)
+        c, lab, inertia, n_iter, conv = _lloyd(X, w, shift, init - shift, tol, max_iter, bs, bounds=bounds)
+        return c + shift, lab, inertia, n_iter
+
+    return jax.jit(f)(jnp.asarray(X), jnp.asarray(init), w)
+
+
+@pytest.mark.parametrize("dense_fraction", [0.0, 0.5, 2.0])
+def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction):
+    """Lloyd with Hamerly's bounds gives the plain iterates: same labels and iteration counts, centres to 1e-12,
+    with every iteration a full pass (0.0), the default switch (0.5) and every iteration on the gathered points
+    whose bounds do not settle them (2.0); chunks of 64 rows.  Data with exact ties (integer grid points, two equal
+    centres: the second's cluster empties and is relocated, ties go to the lowest index) and weighted blobs."""
+    import importlib
+
+    km = importlib.import_module("gmm_jax.kmeans")  # the module (gmm_jax.kmeans is also the function)
+
+    monkeypatch.setattr(km, "_BOUNDS_DENSE_FRACTION", dense_fraction)
+    g = np.stack(np.meshgrid(np.arange(12.0), np.arange(9.0)), -1).reshape(-1, 2)
+    grid = np.concatenate([g, g[::3], g[::7] + 0.5])
+    grid_init = np.array([[0.0, 0.0], [0.0, 0.0], [11.0, 8.0], [5.0, 4.0], [5.5, 4.0], [2.0, 7.0]])
+    X, _ = make_blobs(seed=45, n_per=90, d=5, k=6, sep=2.0)
+    w = np.random.default_rng(46).uniform(0.2, 2.0, X.shape[0])
+    blob_init = X[np.random.default_rng(47).choice(X.shape[0], 6, replace=False)]
+    for data, init, weights in ((grid, grid_init, None), (X, blob_init, w)):
+        for max_iter in (3, 300):
+            plain = _lloyd_run(data, init, weights, False, max_iter)
+            bounded = _lloyd_run(data, init, weights, True, max_iter)
+            np.testing.assert_array_equal(bounded[1], plain[1])
+            assert int(bounded[3]) == int(plain[3])
+            np.testing.assert_allclose(bounded[0], plain[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(bounded[2], plain[2], rtol=1e-12)
+    assert int(plain[3]) > 3  # the blobs take more than three iterations: the bounds were used
+
+
 def test_kmeans_validation():
     X = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(ValueError, match="init centres must have shape"):
         gmm_jax.kmeans(jax.random.key(0), X, 3, init=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="unknown init"):
         gmm_jax.kmeans(jax.random.key(0), X, 3, init="kmeans||")
+    with pytest.raises(ValueError, match="unknown K-means algorithm 'elkan'"):
+        gmm_jax.kmeans(jax.random.key(0), X, 3, algorithm="elkan")
     with pytest.raises(ValueError, match="too few points"):
         gmm_jax.kmeans(jax.random.key(0), X[:2], 3)
     for bad in (0, np.zeros(3, np.uint32), jax.random.split(jax.random.key(0), 2)):
