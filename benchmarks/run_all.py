@@ -99,7 +99,11 @@ def summarize(out, machine, log):
         if "ms_per_iter" in r:
             add("K-means iteration vs scikit-learn", f"{r['n']:.0e} x {r['d']} x {r['k']}".replace("+0", ""),
                 f"{r['ms_per_iter']:.1f} ms", f"{r['sklearn_ms_per_iter']:.1f} ms", r["speedup_vs_sklearn"], ">= 1x",
-                r["speedup_vs_sklearn"] >= 1.0, f"same labels: {r['same_labels']}, iterations {r['iters']}")
+                r["speedup_vs_sklearn"] >= 1.0,
+                f"algorithm {r.get('algorithm', 'lloyd')}; plain Lloyd {r['ms_per_iter_lloyd']:.1f} ms "
+                f"({r['lloyd_speedup_vs_sklearn']:.2f}x); scikit-learn elkan {r['sklearn_elkan_ms_per_iter']:.1f} ms "
+                f"({r['speedup_vs_sklearn_elkan']:.2f}x); same labels: {r['same_labels']}, iterations {r['iters']}"
+                if "ms_per_iter_lloyd" in r else f"same labels: {r['same_labels']}, iterations {r['iters']}")
         else:
             add("K-means, 32 vmapped restarts vs n_init=32", "2000 x 2 x 5", f"{r['ms_32_restarts']:.1f} ms",
                 f"{r['sklearn_ms_n_init_32']:.1f} ms", r["speedup_vs_sklearn"], "-", None,

@@ -205,9 +205,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
 
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
-    """K-means (Lloyd) with vmapped restarts (scikit-learn API)."""
+    """K-means (Lloyd) with vmapped restarts (scikit-learn API); ``algorithm``: 'auto', 'lloyd' or 'hamerly' (see
+    :func:`gmm_jax.kmeans`)."""
 
-    def __init__(self, n_clusters=8, *, init="k-means++", n_init="auto", max_iter=300, tol=1e-4, random_state=None):
+    def __init__(self, n_clusters=8, *, init="k-means++", n_init="auto", max_iter=300, tol=1e-4, random_state=None,
+                 algorithm="auto"):
+        self.algorithm = algorithm
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -224,7 +227,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             n_init = 1 if (isinstance(self.init, str) and self.init == "k-means++") or not isinstance(self.init, str) else 10
         Xj = jnp.asarray(X) if X.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.asarray(X, jnp.float32)
         res = _kmeans(_key(self.random_state), Xj, self.n_clusters, n_restarts=int(n_init), init=self.init,
-                      max_iter=self.max_iter, tol=self.tol,
+                      max_iter=self.max_iter, tol=self.tol, algorithm=self.algorithm,
                       sample_weight=None if sample_weight is None else np.asarray(sample_weight, np.float64))
         self.cluster_centers_ = np.asarray(res.centers)
         self.labels_ = np.asarray(res.labels)
