@@ -288,8 +288,8 @@ def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_na
     the centres with ``centers_only`` (the final label pass and the inertia are then not traced at all, which
     shortens the first call of a fit that starts from K-means).
 
-    ``bounds`` (default: :func:`use_bounds` for n rows) skips, by Hamerly's bounds, the distance computations of points whose nearest
-    centre provably cannot have changed; the iterates stay those of Lloyd's algorithm (see
+    ``bounds`` (default: :func:`use_bounds` for n rows) skips, by Hamerly's bounds, the distance computations of
+    points whose nearest centre provably cannot have changed; the iterates stay those of Lloyd's algorithm (see
     :func:`_lloyd_bounds_body`).  Off, every iteration is one full pass (:func:`_lloyd_pass`); that form is kept
     where a vmapped ``lax.cond`` would run both of the bounded iteration's branches (restarts vmapped on an
     accelerator)."""
@@ -364,10 +364,11 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     and a point is skipped only if ``u + 2 m < l`` or ``u + m < s_a`` (``m`` with the current centres).  Then the
     exact distance to every other centre exceeds the assigned one's by more than ``2 m``, the squared distances by
     more than ``4 m^2 = 8 E``, so the computed squared distances keep their order and the full pass would have
-    given the same label (ties, which the full pass breaks to the lowest index, never pass the test).  Every other point gets the full pass's computation (:func:`_assign_block_bounds`, chunk by
-    chunk).  The sums of the points by label (local to a device when sharded) are carried and updated by the
-    points whose label changed; a full pass recomputes them.  Empty clusters: the exact distances the relocation
-    needs come from one full pass, as in the plain iteration.
+    given the same label (ties, which the full pass breaks to the lowest index, never pass the test).  Every other
+    point gets the full pass's computation (:func:`_assign_block_bounds`, chunk by chunk).  The sums of the points by
+    label (local to a device when sharded) are carried and updated by the points whose label changed; a full pass
+    recomputes them.  Empty clusters: the exact distances the relocation needs come from one full pass, as in the
+    plain iteration.
     """
     i, centers, labels_old, _, _, u, l, x2, sums_l, counts_l, (moved, half, c_max) = s
     n, d = X.shape
