@@ -72,16 +72,17 @@ def test_restarts_keep_lowest_inertia():
         np.testing.assert_allclose(res.all_centers[r], one.centers, rtol=1e-12, atol=1e-12)
 
 
-def _lloyd_run(X, init, w, bounds, max_iter=300, tol=0.0, bs=64):
+def _lloyd_run(X, init, w, bounds, max_iter=(3, 300), tol=0.0, bs=64):
     from gmm_jax._blocks import data_shift
     from gmm_jax.kmeans import _lloyd
 
-    def f(X, init, w):  # a fresh function each call: traced with the current module settings
+    def f(X, init, w, max_iter):  # a fresh function each call: traced with the current module settings
         shift = data_shift(X, bs)
         c, lab, inertia, n_iter, conv = _lloyd(X, w, shift, init - shift, tol, max_iter, bs, bounds=bounds)
         return c + shift, lab, inertia, n_iter
 
-    return jax.jit(f)(jnp.asarray(X), jnp.asarray(init), w)
+    f = jax.jit(f)  # max_iter traced (it only bounds the loop): one compilation for both iteration limits
+    return [f(jnp.asarray(X), jnp.asarray(init), w, jnp.asarray(m, jnp.int32)) for m in max_iter]
 
 
 @pytest.mark.parametrize("dense_fraction", [0.0, 0.5, 2.0])
@@ -102,9 +103,7 @@ def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction):
     w = np.random.default_rng(46).uniform(0.2, 2.0, X.shape[0])
     blob_init = X[np.random.default_rng(47).choice(X.shape[0], 6, replace=False)]
     for data, init, weights in ((grid, grid_init, None), (X, blob_init, w)):
-        for max_iter in (3, 300):
-            plain = _lloyd_run(data, init, weights, False, max_iter)
-            bounded = _lloyd_run(data, init, weights, True, max_iter)
+        for plain, bounded in zip(_lloyd_run(data, init, weights, False), _lloyd_run(data, init, weights, True)):
             np.testing.assert_array_equal(bounded[1], plain[1])
             assert int(bounded[3]) == int(plain[3])
             np.testing.assert_allclose(bounded[0], plain[0], rtol=1e-12, atol=1e-12)
