@@ -85,17 +85,19 @@ def _lloyd_run(X, init, w, bounds, max_iter=(3, 300), tol=0.0, bs=64):
     return [f(jnp.asarray(X), jnp.asarray(init), w, jnp.asarray(m, jnp.int32)) for m in max_iter]
 
 
-@pytest.mark.parametrize("dense_fraction", [0.0, 0.5, 2.0])
-def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction):
+@pytest.mark.parametrize("dense_fraction,cache", [(0.0, True), (0.5, True), (2.0, True), (2.0, False)])
+def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction, cache):
     """Lloyd with Hamerly's bounds gives the plain iterates: same labels and iteration counts, centres to 1e-12,
-    with every iteration a full pass (0.0), the default switch (0.5) and every iteration on the gathered points
-    whose bounds do not settle them (2.0); chunks of 64 rows.  Data with exact ties (integer grid points, two equal
-    centres: the second's cluster empties and is relocated, ties go to the lowest index) and weighted blobs."""
+    with every iteration a full pass (0.0), the default switch (0.5) and every iteration on the points whose
+    bounds do not settle them (2.0), those read from the cache of open rows (``cache``, here at every d) or
+    gathered from X; chunks of 64 rows.  Data with exact ties (integer grid points, two equal centres: the
+    second's cluster empties and is relocated, ties go to the lowest index) and weighted blobs."""
     import importlib
 
     km = importlib.import_module("gmm_jax.kmeans")  # the module (gmm_jax.kmeans is also the function)
 
     monkeypatch.setattr(km, "_BOUNDS_DENSE_FRACTION", dense_fraction)
+    monkeypatch.setattr(km, "_CACHE_MIN_FEATURES", 0 if cache else 10**9)
     g = np.stack(np.meshgrid(np.arange(12.0), np.arange(9.0)), -1).reshape(-1, 2)
     grid = np.concatenate([g, g[::3], g[::7] + 0.5])
     grid_init = np.array([[0.0, 0.0], [0.0, 0.0], [11.0, 8.0], [5.0, 4.0], [5.5, 4.0], [2.0, 7.0]])
