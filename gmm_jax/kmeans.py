@@ -623,7 +623,8 @@ def kmeans(
       algorithm: 'lloyd' (every iteration computes every point's distances to every centre), 'hamerly' (the same
         iterates, skipping the points whose nearest centre Hamerly's bounds settle, with a margin for rounding;
         the sums per cluster are then updated by the points that changed cluster, so float32 centres can differ
-        from 'lloyd' in the last bits) or 'auto' (default: 'hamerly' on a CPU from 50,000 rows, else 'lloyd').
+        from 'lloyd' in the last bits; from 32 features the open points' rows are cached, at most 3/8 of X's
+        size in extra memory) or 'auto' (default: 'hamerly' on a CPU from 50,000 rows, else 'lloyd').
 
     Example:
       >>> res = gmm_jax.kmeans(jax.random.key(0), X, 3, n_restarts=8)
