@@ -2,7 +2,7 @@
 
     python benchmarks/bench_memory.py [--sizes 1000000 10000000] [--d 16] [--k 32] [--iters 3]
 
-Each size runs in a fresh process that makes the data on the device (float32), fits (init 'k-means++',
+Each size runs in a fresh process that makes the data on the device (float32), fits (init 'k-means++' or --init,
 ``max_iter`` iterations, tol=0) and reports its peak RSS.  The criterion: the difference of peak RSS between the
 sizes is under 3x the difference of the data's size (scratch of n x K x D floats would make it 32x at K=32).
 Issue 7's criterion: for the largest size, the fit's own peak-RSS growth (high-water mark reset through
@@ -23,6 +23,7 @@ import json, resource, sys, time
 import jax, jax.numpy as jnp
 import gmm_jax
 n, d, k, iters = (int(a) for a in sys.argv[1:5])
+init = sys.argv[5]
 @jax.jit
 def make():  # filled chunk by chunk in place: the only n-sized buffer is X itself
     centers = 5 * jax.random.normal(jax.random.key(1), (k, d), jnp.float32)
@@ -50,7 +51,7 @@ except OSError:
     hwm_reset = False
 rss_before_fit = status("VmRSS")
 t = time.perf_counter()
-res = gmm_jax.fit(jax.random.key(3), X, k, init="k-means++", max_iter=iters, tol=0.0)
+res = gmm_jax.fit(jax.random.key(3), X, k, init=init, max_iter=iters, tol=0.0)
 res.params.means.block_until_ready()
 dt = time.perf_counter() - t
 peak_fit = status("VmHWM") if hwm_reset else None
@@ -62,8 +63,8 @@ print(json.dumps({"n": n, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF
 """
 
 
-def measure(n, d, k, iters):
-    out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(d), str(k), str(iters)], capture_output=True,
+def measure(n, d, k, iters, init="k-means++"):
+    out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(d), str(k), str(iters), init], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -74,14 +75,18 @@ def main(argv=None):
     ap.add_argument("--d", type=int, default=16)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--init", default="k-means++", help="fit's init ('kmeans' adds the K-means iterations, with "
+                    "Hamerly's bounds from 50,000 rows)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "memory.json"))
     args = ap.parse_args(argv)
-    rows = [measure(n, args.d, args.k, args.iters) for n in args.sizes]
+    rows = [measure(n, args.d, args.k, args.iters, args.init) for n in args.sizes]
     for r in rows:
         print(f"n={r['n']:>10d}  data {r['data_mb']:8.1f} MB  peak RSS {r['peak_rss_mb']:8.1f} MB  fit {r['fit_s']:.1f} s")
     a, b = rows[0], rows[-1]
-    ratio = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["data_mb"] - a["data_mb"])
-    print(f"peak-RSS growth / data growth = {ratio:.2f} (criterion < 3; n*K*D scratch would give ~{args.k:.0f})")
+    ratio = None
+    if b["data_mb"] > a["data_mb"]:
+        ratio = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["data_mb"] - a["data_mb"])
+        print(f"peak-RSS growth / data growth = {ratio:.2f} (criterion < 3; n*K*D scratch would give ~{args.k:.0f})")
     fit_ratio = None if b["fit_growth_mb"] is None else b["fit_growth_mb"] / b["data_mb"]
     if fit_ratio is not None:
         print(f"n={b['n']}: the fit's own peak-RSS growth / data size = {fit_ratio:.2f} (criterion <= 1.5)")
