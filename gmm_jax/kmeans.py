@@ -425,9 +425,10 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     labels, u, l, sums_l, counts_l, changed = lax.cond(
         dense_taken, dense, lambda: (labels_old, u, l, sums_l, counts_l, jnp.zeros((), jnp.int32)))
 
-    # Otherwise the open points get the full pass's computation chunk by chunk.  Their rows are kept in a cache
-    # (up to 3/8 of n rows, read contiguously: gathering scattered rows from X costs more than their distances, and
-    # the open set changes little between iterations); points that open later are appended, and the cache is
+    # Otherwise the open points get the full pass's computation chunk by chunk.  From _CACHE_MIN_FEATURES features
+    # their rows are kept in a cache (up to 3/8 of n rows, read contiguously: gathering scattered rows from X costs
+    # more than their distances there, and the open set changes little between iterations; below it the capacity is
+    # 0 and the rows are gathered every time); points that open later are appended, and the cache is
     # rebuilt from the open points when it has grown to more than twice their number.  No lax.cond carries the
     # cache (a conditional copies what passes through it): loops simply run zero chunks when not needed.
     chunk = bs
