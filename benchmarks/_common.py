@@ -91,6 +91,19 @@ def best_time(fn, repeats=3) -> float:
     return best
 
 
+def paired_best(f1, f2, repeats):
+    """Best times of f1 and f2 over ``repeats`` alternating calls (slow drifts of this machine's speed hit both)."""
+    b1 = b2 = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f1()
+        b1 = min(b1, time.perf_counter() - t)
+        t = time.perf_counter()
+        f2()
+        b2 = min(b2, time.perf_counter() - t)
+    return b1, b2
+
+
 def write_json(path: str, rows) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"

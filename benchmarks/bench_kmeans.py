@@ -8,8 +8,8 @@ Lloyd's iterates) are reported beside it.
 
 Per-iteration time = (t(M2 iterations) - t(M1 iterations)) / (M2 - M1) for both libraries (fixed costs drop out;
 compilation is excluded and reported); each t is the best of alternating M1 / M2 runs (10 for gmm_jax, 5 for
-scikit-learn by default: with best-of-3 this machine's noise once made t(M1) > t(M2)).  Also: R=32 vmapped restarts against ``n_init=32`` on n=2000, d=2, K=5
-(whole fit, compile excluded).  Writes benchmarks/results/kmeans.json.
+scikit-learn by default: with best-of-3 this machine's noise once made t(M1) > t(M2)).  Also: R=32 vmapped
+restarts against ``n_init=32`` on n=2000, d=2, K=5 (whole fit, compile excluded).  Writes benchmarks/results/kmeans.json.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import best_time, blas_description, machine_description, print_table, write_json  # noqa: E402
+from _common import best_time, blas_description, machine_description, paired_best, print_table, write_json  # noqa: E402
 
 import gmm_jax  # noqa: E402
 
@@ -38,19 +38,6 @@ GRID = [(1_000_000, 16, 64), (100_000, 64, 16)]
 def data(n, d, k, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.normal(size=(k, d))[rng.integers(0, k, n)] * 3 + rng.normal(size=(n, d))).astype(np.float32)
-
-
-def paired_best(f1, f2, repeats):
-    """Best times of f1 and f2 over ``repeats`` alternating calls (slow drifts of this machine's speed hit both)."""
-    b1 = b2 = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f1()
-        b1 = min(b1, time.perf_counter() - t)
-        t = time.perf_counter()
-        f2()
-        b2 = min(b2, time.perf_counter() - t)
-    return b1, b2
 
 
 def per_iter(X, init, m1, m2, sk_repeats=5, algorithm="auto", repeats=10):

@@ -287,6 +287,13 @@ def _relocate_empty(X, w, shift, labels, mind, sums, counts, mask=None, axis_nam
     return sums, counts
 
 
+def _new_centers(centers, sums, counts, relocate):
+    """Centres from per-cluster sums and counts, after ``relocate()`` (-> sums, counts) has given each empty cluster
+    a point (run only when a cluster is empty); a cluster still without weight keeps its centre."""
+    sums, counts = lax.cond(jnp.any(counts == 0), relocate, lambda: (sums, counts))
+    return jnp.where(counts[:, None] > 0, sums / jnp.where(counts > 0, counts, 1)[:, None], centers)
+
+
 def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_name=None, centers_only=False,
            bounds=None):
     """Lloyd iterations from shifted initial centres; returns (centers, labels, inertia, n_iter, converged), or only
@@ -308,12 +315,8 @@ def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_na
     def plain_body(s):
         i, centers, labels_old, _, _ = s
         labels, mind, sums, counts, changed = _lloyd_pass(X, w, shift, centers, labels_old, bs, mask, axis_name)
-        sums, counts = lax.cond(
-            jnp.any(counts == 0),
-            lambda: _relocate_empty(X, w, shift, labels, mind, sums, counts, mask, axis_name),
-            lambda: (sums, counts),
-        )
-        new = jnp.where(counts[:, None] > 0, sums / jnp.where(counts > 0, counts, 1)[:, None], centers)
+        new = _new_centers(centers, sums, counts,
+                           lambda: _relocate_empty(X, w, shift, labels, mind, sums, counts, mask, axis_name))
         strict = changed == 0
         shift_tot = jnp.sum(jnp.square(new - centers))
         return i + 1, new, labels, strict | (shift_tot <= tol), strict
@@ -413,8 +416,8 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     m = margin(x2)
     valid = jnp.ones((n,), bool) if mask is None else mask > 0
     open_ = valid & (u + m >= half[jnp.maximum(labels_old, 0)]) & (u + 2.0 * m >= l)
-    n_open = jnp.sum(open_.astype(jnp.int32))
-    n_valid = n if mask is None else jnp.sum(valid.astype(jnp.int32))
+    n_open = jnp.sum(open_, dtype=jnp.int32)
+    n_valid = n if mask is None else jnp.sum(valid, dtype=jnp.int32)
 
     def dense():
         (lab, mind, m2, _), sums, counts, changed = _lloyd_pass(X, w, shift, centers, labels_old, bs, mask, None,
@@ -509,11 +512,11 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
         lab, mind, _, _, _ = _lloyd_pass(X, w, shift, centers, labels, bs, mask, axis_name)
         return _relocate_empty(X, w, shift, lab, mind, sums, counts, mask, axis_name)
 
-    sums_c, counts_c = lax.cond(jnp.any(counts == 0), relocate, lambda: (sums, counts))
-    new = jnp.where(counts_c[:, None] > 0, sums_c / jnp.where(counts_c > 0, counts_c, 1)[:, None], centers)
+    new = _new_centers(centers, sums, counts, relocate)  # the carried sums stay those of the labels
     strict = changed == 0
-    shift_tot = jnp.sum(jnp.square(new - centers))
-    moved = jnp.sqrt(jnp.sum(jnp.square(new - centers), axis=1))  # (K,)
+    moved_sq = jnp.sum(jnp.square(new - centers), axis=1)
+    shift_tot = jnp.sum(moved_sq)
+    moved = jnp.sqrt(moved_sq)  # (K,)
     cc = jnp.sum(jnp.square(new[:, None, :] - new[None, :, :]), axis=-1)
     half = 0.5 * jnp.sqrt(jnp.min(jnp.where(jnp.eye(k, dtype=bool), jnp.inf, cc), axis=1))  # s_a; inf if K = 1
     geometry = (moved, half, jnp.max(jnp.sum(jnp.square(new), axis=1)))
