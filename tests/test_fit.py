@@ -273,7 +273,8 @@ def test_blocked_pass_matches_the_math_layer(d):
 
 @pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
 def test_blocked_pass_matches_the_math_layer_other_covariances(covariance_type):
-    """As above for the other covariance types (tied: component-major product form; diag/spherical: broadcasts)."""
+    """As above for the other covariance types (tied: component-major product form; diag/spherical: broadcasts),
+    and with their product form (raw moments), which a single fit takes when the data's extent allows."""
     from gmm_jax import em
     from gmm_jax.fit import _em_pass
 
@@ -293,6 +294,76 @@ def test_blocked_pass_matches_the_math_layer_other_covariances(covariance_type):
     np.testing.assert_allclose(np.asarray(counts), np.asarray(ref.nk), rtol=1e-10)
     for a, b in zip(stats, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+    # the product form of a single fit (raw moments, then moments about the means)
+    from gmm_jax.fit import PRODUCT_TOL, data_extent, product_error_bound
+
+    ps = p._replace(means=p.means - shift)
+    extent = data_extent(X, w, shift, 64)
+    x2 = np.square(np.asarray(X - shift))
+    np.testing.assert_allclose(extent[0], np.max(x2, axis=0), rtol=1e-15)
+    np.testing.assert_allclose(extent[1], np.max(np.sum(x2, axis=1)), rtol=1e-15)
+    assert float(product_error_bound(extent, ps, covariance_type)) <= PRODUCT_TOL  # the product branch is taken
+    prod = jax.jit(lambda X, w, p, e, s: _em_pass(X, w, shift, p, covariance_type, 64, s, extent=e), static_argnums=4)
+    pstats, pll = prod(X, w, ps, extent, True)
+    pcounts, pll2 = prod(X, w, ps, extent, False)
+    np.testing.assert_allclose(float(pll), float(ll), rtol=1e-12)
+    np.testing.assert_allclose(float(pll2), float(ll), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(pcounts), np.asarray(ref.nk), rtol=1e-10)
+    for a, b in zip(pstats, ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "tied"])
+def test_product_form_accuracy_and_guard_in_float32(covariance_type, monkeypatch):
+    """float32 passes of a single diag/spherical/tied fit against the float64 centred pass.
+
+    Moderate extent (blobs 4 standard deviations apart, the bench_em data): the product form is taken and its
+    errors stay below the bound ``g`` it is chosen by (measured 0.1-0.25 g).  Large extent (clusters of unit
+    width 300 apart): ``g`` exceeds PRODUCT_TOL, the pass takes the centred form and keeps the variances to 1e-5,
+    where the product form would be wrong by more than 1e-3 (checked here too, so the guard is shown to matter)."""
+    import importlib
+
+    F = importlib.import_module("gmm_jax.fit")  # the module (gmm_jax.fit is also the function)
+    rng = np.random.default_rng(11)
+    k, d, n = 4, 8, 4096
+    for scale, product_taken in ((4.0, True), (300.0, False)):
+        c = rng.normal(size=(k, d)) * scale
+        lab = rng.integers(0, k, n)
+        X64 = c[lab] + rng.normal(size=(n, d)) * rng.uniform(0.5, 1.5, size=(k, d))[lab] + 100.0
+        shift64 = X64.mean(0)
+        means = np.stack([X64[lab == j].mean(0) for j in range(k)]) - shift64
+        var = np.stack([X64[lab == j].var(0) for j in range(k)])
+        cov = {"diag": var, "spherical": var.mean(1),
+               "tied": sum(np.cov(X64[lab == j].T) * np.mean(lab == j) for j in range(k))}[covariance_type]
+        p64 = gmm_jax.from_covariances(jnp.full((k,), 1.0 / k), jnp.asarray(means), jnp.asarray(cov), covariance_type)
+        p32 = jax.tree.map(lambda t: t.astype(jnp.float32), p64)
+        X32, shift32 = jnp.asarray(X64, jnp.float32), jnp.asarray(shift64, jnp.float32)
+
+        def run(X, shift, p, extent):
+            return jax.jit(lambda X, s, p, e: F._em_pass(X, None, s, p, covariance_type, 1024, extent=e))(
+                X, shift, p, extent)
+
+        ref, ll_ref = run(jnp.asarray(X32, jnp.float64), jnp.asarray(shift32, jnp.float64), p64, None)
+        extent = F.data_extent(X32, None, shift32, 1024)
+        g = float(F.product_error_bound(extent, p32, covariance_type))
+        assert (g <= F.PRODUCT_TOL) == product_taken, g
+        stats, ll = run(X32, shift32, p32, extent)
+
+        def rel(sxx, ref=ref):  # relative error of the second moments (tied: against the smallest variance)
+            if covariance_type == "tied":
+                return float(np.max(np.abs(np.asarray(sxx) - ref.sxx)) / np.min(np.diag(np.asarray(ref.sxx))))
+            return float(np.max(np.abs(np.asarray(sxx) / np.asarray(ref.sxx) - 1)))
+
+        var_err = rel(stats.sxx)
+        ll_err = abs(float(ll) - float(ll_ref)) / n  # mean log-density error per point, nats
+        if product_taken:
+            assert var_err <= g and ll_err <= g, (var_err, ll_err, g)
+        else:
+            assert var_err < 1e-5, var_err
+            monkeypatch.setattr(F, "PRODUCT_TOL", np.inf)  # force the product form (a fresh trace reads it)
+            forced, _ = run(X32, shift32, p32, extent)
+            monkeypatch.undo()
+            assert rel(forced.sxx) > 1e-3
 
 
 def test_accelerator_code_paths_give_the_same_results(monkeypatch):
