@@ -171,22 +171,29 @@ def _small_full_stats(xc, resp) -> SuffStats:
     return SuffStats(jnp.sum(resp, axis=1), jnp.sum(rx, axis=-1), sxx)
 
 
-# A diagonal, spherical or tied pass takes the product form when ``g`` (:func:`product_error_bound`) is at most
-# this, otherwise the centred form.  Measured in float32 against float64 (one pass at fixed parameters; blobs with
-# d = 4, 16, 64, components 1-16 standard deviations apart, offset 100): the relative error of the second moments
-# was 0.003-0.22 g (at most 8e-5 where g <= 1e-3; the centred form's 0.7-8e-7) and of the mean log-density per
-# point at most 6e-5 nats -- far below the sampling error of a variance estimated from fewer than 10^7 points.
+# A pass takes the product form when ``g`` (:func:`product_error_bound`) is at most PRODUCT_TOL (diag, spherical,
+# tied) or PRODUCT_TOL_FULL (full), otherwise the centred form.  Measured in float32 against float64 (one pass at
+# fixed parameters; blobs with d = 4-64, components 1-16 standard deviations apart, offset 100): the relative error
+# of the second moments (full/tied: against the smallest variance) was 0.003-0.22 g for diag/spherical/tied and
+# 0.09-1.25 g for full (the centred form's 0.7-40e-7), the mean log-density per point off by at most 6e-5 nats;
+# so at most ~2e-4 (diag/spherical/tied) and ~4e-4 (full) where the product form is taken -- below the sampling
+# error of a variance estimated from fewer than 10^7 points.
 PRODUCT_TOL = 1e-3
+PRODUCT_TOL_FULL = 3e-4
 
 
 def _product_factors(params: GMMParams, covariance_type: str, const):
-    """Factors of the log-densities as products with the raw (shifted) coordinates.
+    """Factors of the log-densities as products with the raw (shifted) coordinates (full: the centred factors of
+    :func:`_log_prob_factors`, the log-weights added to the offsets).
 
     diag/spherical, ``a = 1 / var``: ``log N(x) = sum_d (-a/2) x^2 + sum_d (a mu) x - sum_d a mu^2 / 2 + const``;
     returns (-a/2 (K, D), a mu (K, D), offsets (K,)).  tied, ``z = U^T x``, ``b_k = U^T mu_k``:
     ``log N(x) = -|z|^2 / 2 + b_k . z - |b_k|^2 / 2 + const``; returns (U (D, D), b (K, D), offsets (K,))."""
     k, d = params.means.shape
     mu = params.means
+    if covariance_type == "full":  # the centred log-densities (only the statistics take the product form)
+        u_all, b, _ = _log_prob_factors(params, "full")
+        return u_all, b, const + params.log_weights
     if covariance_type == "tied":
         b = jnp.matmul(mu, params.prec_chol, precision=HIGHEST)
         return params.prec_chol, b, const + params.log_weights - 0.5 * jnp.sum(jnp.square(b), axis=1)
@@ -196,20 +203,42 @@ def _product_factors(params: GMMParams, covariance_type: str, const):
     return -0.5 * a, a * mu, const + params.log_weights - 0.5 * jnp.sum(a * jnp.square(mu), axis=1)
 
 
+def _quadratic_features(xs):
+    """(B, D) -> (B, D (D + 1) / 2): the products x_i x_j, i <= j, in ``np.triu_indices`` order."""
+    d = xs.shape[1]
+    return jnp.concatenate([xs[:, i:i + 1] * xs[:, i:] for i in range(d)], axis=1)
+
+
+# Full covariances take the product form (quadratic features) from SMALL_D + 1 up to this many features.  One
+# pass, n = 2e5 (1e6 for D = 8), K = 16, against the centred form: D = 4 2.4x, 6 1.7x, 8 1.3x, 10 1.3x, 12 1.2x
+# faster; D = 16 equal and D = 32 0.7x (writing the (B, D (D + 1) / 2) features costs what the products save).
+QUAD_MAX_D = 12
+
+
+def _product_applies(covariance_type: str, d: int) -> bool:
+    """Whether a single fit of this covariance type and dimension has a product form (see :func:`_em_pass`)."""
+    return covariance_type != "full" or SMALL_D < d <= QUAD_MAX_D
+
+
 def _product_block(xs, wb, params, pf, covariance_type, with_stats):
-    """E-step and statistics of one block for diagonal, spherical or tied covariances as matrix products.
+    """E-step and statistics of one block as matrix products with raw moments (every covariance type).
 
     diag/spherical: log-densities (K, D) x (D, B) with x*x and with x, statistics (K, B) x (B, D) with the same two:
     about 8 n K D flops in products instead of broadcasts over (B, K, D) temporaries.  tied: the whitening
     (D, D) x (D, B), log-densities (K, D) x (D, B), and as statistics the block's scatter x^T x (one (D, B) x (B, D)
     product: the responsibilities of a point sum to its weight) and (K, B) x (B, D) first moments, instead of K
-    (D, B) x (B, D) products about the K means.  Raw moments about the reference point are converted to moments
-    about the current means.  These forms subtract terms of the size of the data's extent in units of the
-    components' standard deviations, so their rounding error grows with it: :func:`product_error_bound` decides
-    whether a pass may use them.
+    (D, B) x (B, D) products about the K means.  full (SMALL_D < D <= QUAD_MAX_D): the centred log-densities
+    (whitening products; a product form of them with quadratic features was slower at D = 16 and 32 and only 1.1x
+    faster at D = 8), then one (K, B) x (B, D (D + 1) / 2) product with the quadratic features x_i x_j instead of
+    K (D, B) x (B, D) products about the means.  Returns raw moments about the reference point (summed over the
+    blocks, then converted to moments about the current means by :func:`_raw_to_centred`).  These forms subtract
+    terms of the size of the data's extent in units of the components' standard deviations, so their rounding
+    error grows with it: :func:`product_error_bound` decides whether a pass may use them.
     """
     f1, f2, offsets = pf
-    if covariance_type == "tied":
+    if covariance_type == "full":
+        lj = _block_log_prob(xs, (f1, f2, 0.0), "full")
+    elif covariance_type == "tied":
         z = jnp.matmul(f1.T, xs.T, precision=HIGHEST)  # (D, B)
         lj = jnp.matmul(f2, z, precision=HIGHEST) - 0.5 * jnp.sum(jnp.square(z), axis=0)[None]
     else:
@@ -226,19 +255,34 @@ def _product_block(xs, wb, params, pf, covariance_type, with_stats):
     nk = jnp.sum(resp, axis=1)
     if not with_stats:
         return nk, ll
-    c = params.means
     s1 = jnp.matmul(resp, xs, precision=HIGHEST)  # sum_b r x
-    if covariance_type == "tied":
+    if covariance_type == "full":
+        s2 = jnp.matmul(resp, _quadratic_features(xs), precision=HIGHEST)  # (K, D (D+1) / 2): sum_b r x_i x_j
+    elif covariance_type == "tied":
         sw = jnp.sqrt(wb)[:, None] * xs
-        cs = jnp.matmul(c.T, s1, precision=HIGHEST)  # sum_k c_k s1_k^T
-        sxx = (jnp.matmul(sw.T, sw, precision=HIGHEST) - cs - cs.T
-               + jnp.matmul(c.T * nk[None], c, precision=HIGHEST))
+        s2 = jnp.matmul(sw.T, sw, precision=HIGHEST)  # sum_b w x x^T
     else:
         s2 = jnp.matmul(resp, x2, precision=HIGHEST)  # sum_b r x^2
+    return SuffStats(nk, s1, s2), ll
+
+
+def _raw_to_centred(raw: SuffStats, c, covariance_type: str) -> SuffStats:
+    """Raw moments of :func:`_product_block` (summed over blocks) -> moments about the current means ``c``."""
+    nk, s1, s2 = raw
+    if covariance_type == "full":
+        d = c.shape[1]
+        iu, ju = np.triu_indices(d)
+        s2 = jnp.zeros((c.shape[0], d, d), s2.dtype).at[:, iu, ju].set(s2).at[:, ju, iu].set(s2)
+        cs = c[:, :, None] * s1[:, None, :]  # c_k s1_k^T
+        sxx = s2 - cs - jnp.swapaxes(cs, 1, 2) + nk[:, None, None] * c[:, :, None] * c[:, None, :]
+    elif covariance_type == "tied":
+        cs = jnp.matmul(c.T, s1, precision=HIGHEST)  # sum_k c_k s1_k^T
+        sxx = s2 - cs - cs.T + jnp.matmul(c.T * nk[None], c, precision=HIGHEST)
+    else:
         sxx = s2 - 2 * c * s1 + nk[:, None] * jnp.square(c)
         if covariance_type == "spherical":
             sxx = jnp.sum(sxx, axis=1)
-    return SuffStats(nk, s1 - nk[:, None] * c, sxx), ll
+    return SuffStats(nk, s1 - nk[:, None] * c, sxx)
 
 
 def data_extent(X, w, shift, bs, axis_name=None):
@@ -262,15 +306,19 @@ def product_error_bound(extent, params, covariance_type):
     for data within ``extent = (e, r2)`` (:func:`data_extent`) of the reference point.
 
     diag/spherical, ``a = 1 / var``: ``g = eps max_k (min(sum_d a_kd e_d, max_d a_kd r2) + sum_d a_kd mu_kd^2)``;
-    tied: ``g = eps (lam r2 + max_k |U^T mu_k|^2)`` with ``lam = ||U||_1 ||U||_inf >= ||U||_2^2``, the largest
-    eigenvalue of the precision or more.  Errors measured against float64: at ``PRODUCT_TOL``'s definition."""
+    tied and full: ``g = eps max_k (lam_k r2 + |U_k^T mu_k|^2)`` with ``lam_k = ||U_k||_1 ||U_k||_inf >=
+    ||U_k||_2^2``, the largest eigenvalue of the precision or more.  Errors measured against float64: at
+    ``PRODUCT_TOL``'s definition."""
     e, r2 = extent
     eps = jnp.finfo(params.means.dtype).eps
-    if covariance_type == "tied":
-        u = jnp.abs(params.prec_chol)
-        lam = jnp.max(jnp.sum(u, axis=0)) * jnp.max(jnp.sum(u, axis=1))
-        b = jnp.matmul(params.means, params.prec_chol, precision=HIGHEST)
-        return eps * (lam * r2 + jnp.max(jnp.sum(jnp.square(b), axis=1)))
+    if covariance_type in ("full", "tied"):
+        u = jnp.abs(params.prec_chol)  # (K, D, D) or (D, D)
+        lam = jnp.max(jnp.sum(u, axis=-2), axis=-1) * jnp.max(jnp.sum(u, axis=-1), axis=-1)  # (K,) or ()
+        if covariance_type == "tied":
+            b = jnp.matmul(params.means, params.prec_chol, precision=HIGHEST)
+        else:
+            b = jnp.einsum("kd,kde->ke", params.means, params.prec_chol, precision=HIGHEST)
+        return eps * jnp.max(lam * r2 + jnp.sum(jnp.square(b), axis=1))
     k, d = params.means.shape
     a = jnp.square(params.prec_chol)
     if covariance_type == "spherical":
@@ -282,9 +330,10 @@ def product_error_bound(extent, params, covariance_type):
 def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True, axis_name=None, extent=None):
     """One fused pass: E-step per block, then statistics (or only counts), and the weighted log-likelihood sum.
 
-    ``extent`` (:func:`data_extent`; diagonal, spherical and tied covariances): the pass takes the product form
-    (:func:`_product_block`) when :func:`product_error_bound` is at most ``PRODUCT_TOL``, else the centred
-    form.  Leave it None under ``vmap`` (restarts), where both branches of the ``lax.cond`` would run."""
+    ``extent`` (:func:`data_extent`; every covariance type, full ones with SMALL_D < D <= QUAD_MAX_D): the pass
+    takes the product form (:func:`_product_block`) when :func:`product_error_bound` is at most ``PRODUCT_TOL``
+    (full: ``PRODUCT_TOL_FULL``), else the centred form.  Leave it None under ``vmap`` (restarts), where both
+    branches of the ``lax.cond`` would run."""
 
     factors = _log_prob_factors(params, covariance_type)
     if covariance_type == "full" and params.means.shape[1] <= SMALL_D:
@@ -306,16 +355,21 @@ def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True, axis_nam
             return _block_stats(xs, resp, params.means, covariance_type, component_major=km), ll
         return jnp.sum(resp, axis=bax), ll
 
-    if extent is None or covariance_type == "full":
+    if extent is None or not _product_applies(covariance_type, params.means.shape[1]):
         return block_reduce(fn, X, bs, w, axis_name)
     pf = _product_factors(params, covariance_type, factors[2])
 
     def prod(xb, wb, i):
         return _product_block(xb - shift, wb, params, pf, covariance_type, with_stats)
 
-    ok = product_error_bound(extent, params, covariance_type) <= PRODUCT_TOL
+    def product_pass():  # raw moments summed over the blocks, then (a linear map) moments about the means
+        out = block_reduce(prod, X, bs, w)
+        return (_raw_to_centred(out[0], params.means, covariance_type), out[1]) if with_stats else out
+
+    tol = PRODUCT_TOL_FULL if covariance_type == "full" else PRODUCT_TOL
+    ok = product_error_bound(extent, params, covariance_type) <= tol
     # the same branch on every device (``extent`` is their maximum); the device sum after the conditional
-    out = lax.cond(ok, lambda: block_reduce(prod, X, bs, w), lambda: block_reduce(fn, X, bs, w))
+    out = lax.cond(ok, product_pass, lambda: block_reduce(fn, X, bs, w))
     return psum(out, axis_name)
 
 
@@ -466,7 +520,7 @@ def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type,
 
     n_restarts = n_split or keys.shape[0]
     extent = None
-    if covariance_type != "full" and n_restarts == 1:
+    if _product_applies(covariance_type, X.shape[1]) and n_restarts == 1:
         extent = data_extent(X, w, shift, block_size, axis_name)
     return _map_restarts(one, keys, centers), shift, wsum, extent
 

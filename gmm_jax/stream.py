@@ -22,7 +22,7 @@ import numpy as np
 
 from gmm_jax._blocks import default_block_size
 from gmm_jax.em import SuffStats, add_stats, m_step, recenter_stats
-from gmm_jax.fit import _em_pass, data_extent
+from gmm_jax.fit import _em_pass, _product_applies, data_extent
 from gmm_jax.params import GMMParams
 
 
@@ -42,7 +42,7 @@ def _batch_pass(x, shift, params: GMMParams, covariance_type: str):
 
 @partial(jax.jit, static_argnames=("covariance_type", "bs"))
 def _em_pass_jit(x, shift, params, covariance_type, bs):
-    extent = data_extent(x, None, shift, bs) if covariance_type != "full" else None
+    extent = data_extent(x, None, shift, bs) if _product_applies(covariance_type, x.shape[1]) else None
     return _em_pass(x, None, shift, params, covariance_type, bs, extent=extent)
 
 
