@@ -42,7 +42,7 @@ def _batch_pass(x, shift, params: GMMParams, covariance_type: str):
 
 @partial(jax.jit, static_argnames=("covariance_type", "bs"))
 def _em_pass_jit(x, shift, params, covariance_type, bs):
-    extent = data_extent(x, None, shift, bs) if _product_applies(covariance_type, x.shape[1]) else None
+    extent = data_extent(x, None, shift, bs) if _product_applies(covariance_type, *x.shape) else None
     return _em_pass(x, None, shift, params, covariance_type, bs, extent=extent)
 
 

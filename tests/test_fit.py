@@ -381,6 +381,29 @@ def test_product_form_accuracy_and_guard_in_float32(covariance_type, monkeypatch
             assert rel(forced.sxx) > 1e-3
 
 
+@pytest.mark.parametrize("covariance_type,d", [("diag", 3), ("tied", 3), ("full", 4)])
+def test_single_fit_takes_the_product_form_and_equals_the_centred_fit(covariance_type, d, monkeypatch):
+    """End to end: a single fit of PRODUCT_MIN_ROWS rows compiles the product form (float64: always within the
+    tolerance, so taken); its iterates equal those of the same restart vmapped beside another one (centred form)."""
+    import importlib
+
+    F = importlib.import_module("gmm_jax.fit")
+    traced = []
+    to_centred = F._raw_to_centred
+    monkeypatch.setattr(F, "_raw_to_centred", lambda *a: traced.append(a[2]) or to_centred(*a))
+    rng = np.random.default_rng(12)
+    n = F.PRODUCT_MIN_ROWS
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d) + 5 * rng.normal(size=(3, d))[rng.integers(0, 3, n)]
+    keys = gmm_jax.restart_keys(jax.random.key(4), 2)
+    single = gmm_jax.fit(keys[:1], X, 3, covariance_type=covariance_type, max_iter=15, tol=0.0)
+    assert traced == [covariance_type]
+    pair = gmm_jax.fit(keys, X, 3, covariance_type=covariance_type, max_iter=15, tol=0.0)
+    assert traced == [covariance_type]  # not in the vmapped fit
+    np.testing.assert_allclose(single.log_likelihood[0], pair.log_likelihood[0], rtol=1e-12)
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], single.all_params),
+                                jax.tree.map(lambda a: a[0], pair.all_params), rtol=1e-8, atol=1e-10)
+
+
 def test_accelerator_code_paths_give_the_same_results(monkeypatch):
     """On a GPU/TPU the K-means initialisation and kmeans() restarts stay vmapped and blocks are sized for device
     memory; forcing those branches on the CPU gives the same fits as the CPU branches (sequential Lloyd)."""
