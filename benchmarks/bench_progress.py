@@ -60,18 +60,19 @@ def main(argv=None):
     import jax.numpy as jnp
 
     from gmm_jax._blocks import resolve_block_size
-    from gmm_jax.fit import _fit_chunk, _fit_start
+    from gmm_jax.fit import _progress_programs
 
+    fit_start, fit_chunk, _ = _progress_programs("full")
     bs = resolve_block_size(None, n, k, d)
     Xj = jnp.asarray(X)
     keys = gmm_jax.restart_keys(jax.random.key(0), 1)
-    state, shift, wsum = _fit_start(keys, Xj, None, p0, jnp.float32(1e-6), n_components=k, covariance_type="full",
-                                    init="explicit", max_iter=40, block_size=bs)
+    state, shift, wsum, extent = fit_start(keys, Xj, None, p0, jnp.float32(1e-6), n_components=k,
+                                           covariance_type="full", init="explicit", max_iter=40, block_size=bs)
     zero = jnp.asarray(0, jnp.int32)
 
     def boundary():
-        st = _fit_chunk(state, Xj, None, shift, wsum, jnp.float32(0.0), jnp.float32(1e-6), zero,
-                        covariance_type="full", block_size=bs)
+        st = fit_chunk(state, Xj, None, shift, wsum, extent, jnp.float32(0.0), jnp.float32(1e-6), zero,
+                       covariance_type="full", block_size=bs)
         np.asarray(st[0]), np.asarray(st[3])
 
     boundary()

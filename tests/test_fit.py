@@ -189,8 +189,9 @@ def test_fit_composes_inside_user_jit():
 
 def test_second_call_does_not_recompile():
     """Same shapes and static options: new data values, keys, tol and reg_covar reuse the compiled program."""
-    from gmm_jax.fit import _fit_jit
+    from gmm_jax.fit import _fit_program
 
+    _fit_jit = _fit_program("full")  # the jitted fit that fit() calls for full covariances
     rng = np.random.default_rng(37)
     X = rng.normal(size=(64, 3)).astype(np.float32)
     gmm_jax.fit(jax.random.key(0), X, 2, max_iter=7)
@@ -199,6 +200,26 @@ def test_second_call_does_not_recompile():
     assert _fit_jit._cache_size() == n
     gmm_jax.fit(jax.random.key(1), X, 2, max_iter=8)  # a new static option compiles once more
     assert _fit_jit._cache_size() == n + 1
+
+
+def test_cpu_compiler_options_keep_the_fit():
+    """Full/tied fits on a CPU are compiled with XLA's YNNPACK dot fusion off (where this XLA has the option): same
+    fit as the default compilation (float64, 1e-10), a separate compiled program, none inside a caller's jit."""
+    import importlib
+
+    F = importlib.import_module("gmm_jax.fit")
+    X, _ = make_blobs(seed=41, n_per=40, d=5)
+    key = jax.random.key(6)
+    for ct in ("full", "tied"):
+        a = gmm_jax.fit(key, X, 3, covariance_type=ct, max_iter=12, tol=0.0)
+        keys, _, n_split = F.key_input(key, 1)
+        b = F._fit_jit(keys, jnp.asarray(X), None, None, jnp.asarray(0.0), jnp.asarray(1e-6), n_components=3,
+                       covariance_type=ct, init="kmeans", max_iter=12, block_size=120, init_block_size=120,
+                       n_split=n_split)
+        chex.assert_trees_all_close(a.all_params, b.all_params, rtol=1e-10, atol=1e-12)
+        assert (F._fit_program(ct) is F._fit_jit) == (not F._cpu_dot_options_supported())
+        assert F._fit_program(ct, traced=True) is F._fit_jit
+    assert F._fit_program("diag") is F._fit_jit
 
 
 def test_progress_callback_reports_every_iteration():
