@@ -587,11 +587,12 @@ _FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_si
                 "weighted", "n_split")
 _fit_jit = jax.jit(_fit_body, static_argnames=_FIT_STATICS)
 
-# On a CPU, full and tied fits are compiled with XLA's YNNPACK dot fusion off, so their matrix products go to the
+# On a CPU, full-covariance fits are compiled with XLA's YNNPACK dot fusion off, so their matrix products go to the
 # default dot kernels.  Whole fits, per iteration, float32, interleaved A/B (best of 5, this 2-core machine):
-# full 1e6x8x16 96.5 -> 65.1 ms, 1e5x16x16 26.0 -> 24.7, 1e5x64x8 124.7 -> 126.7; tied 5.8 -> 4.8, 21.5 -> 16.4,
-# 27.3 -> 25.1 ms.  Not for diag/spherical (1e5x64x8: 6.3 -> 9.7 ms) nor K-means (1e6x16x64: 45-53 -> 53-55 ms).
-# The option is experimental in XLA: it is probed once and left out where this XLA does not know it.
+# full 1e6x8x16 96.5 -> 65.1 ms, 1e5x16x16 26.0 -> 24.7, 1e5x64x8 124.7 -> 126.7.  Not for tied (5.8 -> 4.8,
+# 21.5 -> 16.4, 27.3 -> 25.1 ms, but 0.3 s more XLA compile time, and its first call then reached 1.9-2.0 s against
+# the 2 s target), diag/spherical (1e5x64x8: 6.3 -> 9.7 ms) or K-means (1e6x16x64: 45-53 -> 53-55 ms).  The option
+# is experimental in XLA: it is probed once and left out where this XLA does not know it.
 _CPU_DOT_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -607,7 +608,7 @@ def _cpu_dot_options_supported() -> bool:
 def _compiler_options(covariance_type: str, traced: bool = False) -> tuple:
     """Compiler options (as sorted items) for a fit of this covariance type on the current backend; none when
     ``traced`` (the fit is part of a caller's jit, whose compilation options are the caller's)."""
-    if traced or covariance_type not in ("full", "tied") or on_accelerator():
+    if traced or covariance_type != "full" or on_accelerator():
         return ()
     return tuple(sorted(_CPU_DOT_OPTIONS.items())) if _cpu_dot_options_supported() else ()
 
