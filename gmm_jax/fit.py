@@ -188,8 +188,9 @@ def _product_factors(params: GMMParams, covariance_type: str, const):
     :func:`_log_prob_factors`, the log-weights added to the offsets).
 
     diag/spherical, ``a = 1 / var``: ``log N(x) = sum_d (-a/2) x^2 + sum_d (a mu) x - sum_d a mu^2 / 2 + const``;
-    returns (-a/2 (K, D), a mu (K, D), offsets (K,)).  tied, ``z = U^T x``, ``b_k = U^T mu_k``:
-    ``log N(x) = -|z|^2 / 2 + b_k . z - |b_k|^2 / 2 + const``; returns (U (D, D), b (K, D), offsets (K,))."""
+    returns (-a/2 (K, D), a mu (K, D), offsets (K,)); spherical: -a/2 (K,), applied to |x|^2.
+    tied, ``z = U^T x``, ``b_k = U^T mu_k``: ``log N(x) = -|z|^2 / 2 + b_k . z - |b_k|^2 / 2 + const``; returns
+    (U (D, D), b (K, D), offsets (K,))."""
     k, d = params.means.shape
     mu = params.means
     if covariance_type == "full":  # the centred log-densities (only the statistics take the product form)
@@ -199,8 +200,8 @@ def _product_factors(params: GMMParams, covariance_type: str, const):
         b = jnp.matmul(mu, params.prec_chol, precision=HIGHEST)
         return params.prec_chol, b, const + params.log_weights - 0.5 * jnp.sum(jnp.square(b), axis=1)
     a = jnp.square(params.prec_chol)
-    if covariance_type == "spherical":
-        a = jnp.broadcast_to(a[:, None], (k, d))
+    if covariance_type == "spherical":  # -a/2 multiplies |x|^2 (one number per point): (K,)
+        return -0.5 * a, a[:, None] * mu, const + params.log_weights - 0.5 * a * jnp.sum(jnp.square(mu), axis=1)
     return -0.5 * a, a * mu, const + params.log_weights - 0.5 * jnp.sum(a * jnp.square(mu), axis=1)
 
 
@@ -229,8 +230,9 @@ def _product_applies(covariance_type: str, n: int, d: int) -> bool:
 def _product_block(xs, wb, params, pf, covariance_type, with_stats):
     """E-step and statistics of one block as matrix products with raw moments (every covariance type).
 
-    diag/spherical: log-densities (K, D) x (D, B) with x*x and with x, statistics (K, B) x (B, D) with the same two:
-    about 8 n K D flops in products instead of broadcasts over (B, K, D) temporaries.  tied: the whitening
+    diag: log-densities (K, D) x (D, B) with x*x and with x, statistics (K, B) x (B, D) with the same two: about
+    8 n K D flops in products instead of broadcasts over (B, K, D) temporaries; spherical: the same with |x|^2 (one
+    number per point) in place of x*x, so half the products.  tied: the whitening
     (D, D) x (D, B), log-densities (K, D) x (D, B), and as statistics the block's scatter x^T x (one (D, B) x (B, D)
     product: the responsibilities of a point sum to its weight) and (K, B) x (B, D) first moments, instead of K
     (D, B) x (B, D) products about the K means.  full (SMALL_D < D <= QUAD_MAX_D): the centred log-densities
@@ -247,6 +249,9 @@ def _product_block(xs, wb, params, pf, covariance_type, with_stats):
     elif covariance_type == "tied":
         z = jnp.matmul(f1.T, xs.T, precision=HIGHEST)  # (D, B)
         lj = jnp.matmul(f2, z, precision=HIGHEST) - 0.5 * jnp.sum(jnp.square(z), axis=0)[None]
+    elif covariance_type == "spherical":
+        x2 = jnp.sum(jnp.square(xs), axis=1)  # (B,)
+        lj = f1[:, None] * x2[None] + jnp.matmul(f2, xs.T, precision=HIGHEST)
     else:
         x2 = jnp.square(xs)
         lj = jnp.matmul(f1, x2.T, precision=HIGHEST) + jnp.matmul(f2, xs.T, precision=HIGHEST)
@@ -268,7 +273,7 @@ def _product_block(xs, wb, params, pf, covariance_type, with_stats):
         sw = jnp.sqrt(wb)[:, None] * xs
         s2 = jnp.matmul(sw.T, sw, precision=HIGHEST)  # sum_b w x x^T
     else:
-        s2 = jnp.matmul(resp, x2, precision=HIGHEST)  # sum_b r x^2
+        s2 = jnp.matmul(resp, x2, precision=HIGHEST)  # sum_b r x^2: (K, D), spherical sum_b r |x|^2: (K,)
     return SuffStats(nk, s1, s2), ll
 
 
@@ -284,10 +289,10 @@ def _raw_to_centred(raw: SuffStats, c, covariance_type: str) -> SuffStats:
     elif covariance_type == "tied":
         cs = jnp.matmul(c.T, s1, precision=HIGHEST)  # sum_k c_k s1_k^T
         sxx = s2 - cs - cs.T + jnp.matmul(c.T * nk[None], c, precision=HIGHEST)
+    elif covariance_type == "spherical":
+        sxx = s2 - 2 * jnp.sum(c * s1, axis=1) + nk * jnp.sum(jnp.square(c), axis=1)
     else:
         sxx = s2 - 2 * c * s1 + nk[:, None] * jnp.square(c)
-        if covariance_type == "spherical":
-            sxx = jnp.sum(sxx, axis=1)
     return SuffStats(nk, s1 - nk[:, None] * c, sxx)
 
 
