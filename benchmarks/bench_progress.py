@@ -4,7 +4,7 @@
 
 Times 40 EM iterations (tol=0, same initial parameters) at n=1e5, d=16, K=16, float32, with progress off, with a
 no-op callback and with printing (to /dev/null), chunks of 10 iterations (the default).  The three variants are
-run in turn, 7 rounds, and each keeps its best time, so slow drifts of this machine hit all three alike; prints the
+run in turn, 15 rounds, and each keeps its best time, so slow drifts of this machine hit all three alike; prints the
 overheads.
 """
 
@@ -48,7 +48,7 @@ def main(argv=None):
     try:
         for _, prog in variants:
             run(prog)  # compile
-        for _ in range(7):
+        for _ in range(15):
             for name, prog in variants:
                 rows[name] = min(rows[name], best_time(lambda prog=prog: run(prog), 1))
     finally:
