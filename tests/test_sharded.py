@@ -75,6 +75,14 @@ def test_four_devices_fit_equals_one_device(mesh_results, cov):
     assert r["n_iter"][0] == r["n_iter"][1] and r["best"][0] == r["best"][1]
 
 
+def test_four_devices_product_form_equals_one_device(mesh_results):
+    """The raw-moment (product) form of a single fit, sharded (extent: maximum over devices; sums after the
+    conditional) equals the one-device fit."""
+    r = mesh_results["fit_tied_product"]
+    assert r["rel"] <= 1e-10 and r["ll"] <= 1e-10, r
+    assert r["n_iter"][0] == r["n_iter"][1]
+
+
 def test_four_devices_weights_and_float32(mesh_results):
     assert mesh_results["fit_weighted"]["rel"] <= 1e-10
     assert mesh_results["fit_weighted"]["n_iter"][0] == mesh_results["fit_weighted"]["n_iter"][1]
