@@ -62,7 +62,7 @@ def main(argv=None):
     from gmm_jax._blocks import resolve_block_size
     from gmm_jax.fit import _progress_programs
 
-    fit_start, fit_chunk, _ = _progress_programs("full")
+    fit_start, fit_chunk, _ = _progress_programs("full", n)
     bs = resolve_block_size(None, n, k, d)
     Xj = jnp.asarray(X)
     keys = gmm_jax.restart_keys(jax.random.key(0), 1)

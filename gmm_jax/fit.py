@@ -222,9 +222,14 @@ QUAD_MAX_D = 12
 PRODUCT_MIN_ROWS = 16384
 
 
+def _has_product_form(covariance_type: str, d: int) -> bool:
+    """Whether passes of this covariance type and dimension have a product form (full: SMALL_D < d <= QUAD_MAX_D)."""
+    return covariance_type != "full" or SMALL_D < d <= QUAD_MAX_D
+
+
 def _product_applies(covariance_type: str, n: int, d: int) -> bool:
-    """Whether a single fit of this covariance type and shape has a product form (see :func:`_em_pass`)."""
-    return n >= PRODUCT_MIN_ROWS and (covariance_type != "full" or SMALL_D < d <= QUAD_MAX_D)
+    """Whether a single fit of this covariance type and shape compiles the product form (see :func:`_em_pass`)."""
+    return n >= PRODUCT_MIN_ROWS and _has_product_form(covariance_type, d)
 
 
 def _product_block(xs, wb, params, pf, covariance_type, with_stats):
@@ -366,7 +371,7 @@ def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True, axis_nam
             return _block_stats(xs, resp, params.means, covariance_type, component_major=km), ll
         return jnp.sum(resp, axis=bax), ll
 
-    if extent is None or not (covariance_type != "full" or SMALL_D < params.means.shape[1] <= QUAD_MAX_D):
+    if extent is None or not _has_product_form(covariance_type, params.means.shape[1]):
         return block_reduce(fn, X, bs, w, axis_name)
     pf = _product_factors(params, covariance_type, factors[2])
 
@@ -507,8 +512,8 @@ def _em_finish(state, X, w, shift, wsum, *, covariance_type, bs, axis_name=None,
 def _start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
            init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0):
     """Initialisation of every restart: (loop states with a leading restart axis, reference point, total weight,
-    the data's extent for the product form of diag/spherical/tied passes: None for R > 1 restarts, see
-    :func:`_em_pass`).
+    the data's extent for the product form of the passes: None for R > 1 restarts and where
+    :func:`_product_applies` says no, see :func:`_em_pass`).
     ``n_split`` > 0: ``keys`` is one key, split here into that many restart keys (inside the compiled program: an
     eager split is a compilation of its own, 0.13 s of the first call)."""
     if n_split:
@@ -592,12 +597,12 @@ _FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_si
                 "weighted", "n_split")
 _fit_jit = jax.jit(_fit_body, static_argnames=_FIT_STATICS)
 
-# On a CPU, full-covariance fits are compiled with XLA's YNNPACK dot fusion off, so their matrix products go to the
-# default dot kernels.  Whole fits, per iteration, float32, interleaved A/B (best of 5, this 2-core machine):
-# full 1e6x8x16 96.5 -> 65.1 ms, 1e5x16x16 26.0 -> 24.7, 1e5x64x8 124.7 -> 126.7.  Not for tied (5.8 -> 4.8,
-# 21.5 -> 16.4, 27.3 -> 25.1 ms, but 0.3 s more XLA compile time, and its first call then reached 1.9-2.0 s against
-# the 2 s target), diag/spherical (1e5x64x8: 6.3 -> 9.7 ms) or K-means (1e6x16x64: 45-53 -> 53-55 ms).  The option
-# is experimental in XLA: it is probed once and left out where this XLA does not know it.
+# On a CPU, full-covariance fits of at least PRODUCT_MIN_ROWS rows are compiled with XLA's YNNPACK dot fusion off,
+# so their matrix products go to the default dot kernels.  Whole fits, per iteration, float32, interleaved A/B (best
+# of 5, this 2-core machine): full 1e6x8x16 96.5 -> 65.1 ms, 1e5x16x16 26.0 -> 24.7, 1e5x64x8 124.7 -> 126.7.  Not
+# for tied (5.8 -> 4.8, 21.5 -> 16.4, 27.3 -> 25.1 ms, but 0.3 s more XLA compile time, and its first call then
+# reached 1.9-2.0 s against the 2 s target), diag/spherical (1e5x64x8: 6.3 -> 9.7 ms) or K-means (1e6x16x64: 45-53
+# -> 53-55 ms).  The option is experimental in XLA: it is probed once and left out where this XLA does not know it.
 _CPU_DOT_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -610,10 +615,11 @@ def _cpu_dot_options_supported() -> bool:
     return True
 
 
-def _compiler_options(covariance_type: str, traced: bool = False) -> tuple:
-    """Compiler options (as sorted items) for a fit of this covariance type on the current backend; none when
-    ``traced`` (the fit is part of a caller's jit, whose compilation options are the caller's)."""
-    if traced or covariance_type != "full" or on_accelerator():
+def _compiler_options(covariance_type: str, n: int, traced: bool = False) -> tuple:
+    """Compiler options (as sorted items) for a fit of this covariance type on ``n`` rows on the current backend;
+    none below PRODUCT_MIN_ROWS rows (there the option's 0.04-0.3 s of compile time outweighs any speed) and none
+    when ``traced`` (the fit is part of a caller's jit, whose compilation options are the caller's)."""
+    if traced or covariance_type != "full" or n < PRODUCT_MIN_ROWS or on_accelerator():
         return ()
     return tuple(sorted(_CPU_DOT_OPTIONS.items())) if _cpu_dot_options_supported() else ()
 
@@ -626,9 +632,10 @@ def _program(fn, static_argnames: tuple, options: tuple):
     return jax.jit(fn, static_argnames=static_argnames, compiler_options=dict(options) or None)
 
 
-def _fit_program(covariance_type: str, traced: bool = False):
-    """The jitted whole fit :func:`fit` calls for this covariance type (``traced``: inside a caller's jit)."""
-    return _program(_fit_body, _FIT_STATICS, _compiler_options(covariance_type, traced))
+def _fit_program(covariance_type: str, n: int, traced: bool = False):
+    """The jitted whole fit :func:`fit` calls for this covariance type and ``n`` rows (``traced``: inside a caller's
+    jit)."""
+    return _program(_fit_body, _FIT_STATICS, _compiler_options(covariance_type, n, traced))
 
 
 # Progress: the fit runs in three jitted pieces -- start (initialisation), a chunk of at most ``every`` iterations
@@ -650,16 +657,16 @@ def _fit_finish(state, X, w, shift, wsum, extent, *, covariance_type, block_size
     return _collect(_map_restarts(one, state), shift)
 
 
-def _progress_programs(covariance_type: str):
+def _progress_programs(covariance_type: str, n: int):
     """(start, chunk, finish) jitted with the fit's compiler options."""
-    opts = _compiler_options(covariance_type)
+    opts = _compiler_options(covariance_type, n)
     return (_program(_start, _FIT_STATICS, opts), _program(_fit_chunk, ("covariance_type", "block_size"), opts),
             _program(_fit_finish, ("covariance_type", "block_size"), opts))
 
 
 def _fit_with_progress(keys, X, w, init_params, tol, reg_covar, report, every, *, n_components, covariance_type,
                        init, max_iter, block_size, init_block_size, n_split=0):
-    fit_start, fit_chunk, fit_finish = _progress_programs(covariance_type)
+    fit_start, fit_chunk, fit_finish = _progress_programs(covariance_type, X.shape[0])
     state, shift, wsum, extent = fit_start(keys, X, w, init_params, reg_covar, n_components=n_components,
                                            covariance_type=covariance_type, init=init, max_iter=max_iter,
                                            block_size=block_size, init_block_size=init_block_size, n_split=n_split)
@@ -770,7 +777,7 @@ def fit(
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
     if progress is None or progress is False:
         traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((keys, X, w, init_params, tol_a, reg_a)))
-        return _fit_program(covariance_type, traced)(keys, X, w, init_params, tol_a, reg_a, **statics)
+        return _fit_program(covariance_type, X.shape[0], traced)(keys, X, w, init_params, tol_a, reg_a, **statics)
     if not (progress is True or callable(progress)):
         raise ValueError(f"progress must be True, False, None or a callable f(iteration, log_likelihoods), got "
                          f"{progress!r}")

@@ -191,7 +191,7 @@ def test_second_call_does_not_recompile():
     """Same shapes and static options: new data values, keys, tol and reg_covar reuse the compiled program."""
     from gmm_jax.fit import _fit_program
 
-    _fit_jit = _fit_program("full")  # the jitted fit that fit() calls for full covariances
+    _fit_jit = _fit_program("full", 64)  # the jitted fit that fit() calls for full covariances on 64 rows
     rng = np.random.default_rng(37)
     X = rng.normal(size=(64, 3)).astype(np.float32)
     gmm_jax.fit(jax.random.key(0), X, 2, max_iter=7)
@@ -202,13 +202,15 @@ def test_second_call_does_not_recompile():
     assert _fit_jit._cache_size() == n + 1
 
 
-def test_cpu_compiler_options_keep_the_fit():
-    """Full-covariance fits on a CPU are compiled with XLA's YNNPACK dot fusion off (where this XLA has the option):
-    same fit as the default compilation (float64, 1e-10), a separate compiled program, none inside a caller's jit;
-    the other types use the default compilation."""
+def test_cpu_compiler_options_keep_the_fit(monkeypatch):
+    """Full-covariance fits on a CPU from PRODUCT_MIN_ROWS rows are compiled with XLA's YNNPACK dot fusion off (where
+    this XLA has the option): same fit as the default compilation (float64, 1e-10), a separate compiled program,
+    none inside a caller's jit, for fewer rows or for the other types."""
     import importlib
 
     F = importlib.import_module("gmm_jax.fit")
+    assert F._fit_program("full", F.PRODUCT_MIN_ROWS - 1) is F._fit_jit
+    monkeypatch.setattr(F, "PRODUCT_MIN_ROWS", 100)  # read when fit() picks its program (and at trace time)
     X, _ = make_blobs(seed=41, n_per=40, d=5)
     key = jax.random.key(6)
     for ct in ("full",):
@@ -218,9 +220,9 @@ def test_cpu_compiler_options_keep_the_fit():
                        covariance_type=ct, init="kmeans", max_iter=12, block_size=120, init_block_size=120,
                        n_split=n_split)
         chex.assert_trees_all_close(a.all_params, b.all_params, rtol=1e-10, atol=1e-12)
-        assert (F._fit_program(ct) is F._fit_jit) == (not F._cpu_dot_options_supported())
-        assert F._fit_program(ct, traced=True) is F._fit_jit
-    assert F._fit_program("diag") is F._fit_jit and F._fit_program("tied") is F._fit_jit
+        assert (F._fit_program(ct, 120) is F._fit_jit) == (not F._cpu_dot_options_supported())
+        assert F._fit_program(ct, 120, traced=True) is F._fit_jit
+    assert F._fit_program("diag", 120) is F._fit_jit and F._fit_program("tied", 120) is F._fit_jit
 
 
 def test_progress_callback_reports_every_iteration():
