@@ -183,26 +183,25 @@ PRODUCT_TOL = 1e-3
 PRODUCT_TOL_FULL = 3e-4
 
 
-def _product_factors(params: GMMParams, covariance_type: str, const):
-    """Factors of the log-densities as products with the raw (shifted) coordinates (full: the centred factors of
-    :func:`_log_prob_factors`, the log-weights added to the offsets).
+def _product_factors(params: GMMParams, covariance_type: str, factors):
+    """Factors of the log-densities as products with the raw (shifted) coordinates, from the centred ``factors``
+    of :func:`_log_prob_factors` (full: those, the log-weights added to the offsets).
 
     diag/spherical, ``a = 1 / var``: ``log N(x) = sum_d (-a/2) x^2 + sum_d (a mu) x - sum_d a mu^2 / 2 + const``;
     returns (-a/2 (K, D), a mu (K, D), offsets (K,)); spherical: -a/2 (K,), applied to |x|^2.
     tied, ``z = U^T x``, ``b_k = U^T mu_k``: ``log N(x) = -|z|^2 / 2 + b_k . z - |b_k|^2 / 2 + const``; returns
     (U (D, D), b (K, D), offsets (K,))."""
-    k, d = params.means.shape
-    mu = params.means
+    u, b, const = factors
+    const = const + params.log_weights
     if covariance_type == "full":  # the centred log-densities (only the statistics take the product form)
-        u_all, b, _ = _log_prob_factors(params, "full")
-        return u_all, b, const + params.log_weights
+        return u, b, const
     if covariance_type == "tied":
-        b = jnp.matmul(mu, params.prec_chol, precision=HIGHEST)
-        return params.prec_chol, b, const + params.log_weights - 0.5 * jnp.sum(jnp.square(b), axis=1)
+        return u, b, const - 0.5 * jnp.sum(jnp.square(b), axis=1)
+    mu = params.means
     a = jnp.square(params.prec_chol)
     if covariance_type == "spherical":  # -a/2 multiplies |x|^2 (one number per point): (K,)
-        return -0.5 * a, a[:, None] * mu, const + params.log_weights - 0.5 * a * jnp.sum(jnp.square(mu), axis=1)
-    return -0.5 * a, a * mu, const + params.log_weights - 0.5 * jnp.sum(a * jnp.square(mu), axis=1)
+        return -0.5 * a, a[:, None] * mu, const - 0.5 * a * jnp.sum(jnp.square(mu), axis=1)
+    return -0.5 * a, a * mu, const - 0.5 * jnp.sum(a * jnp.square(mu), axis=1)
 
 
 def _quadratic_features(xs):
@@ -330,15 +329,11 @@ def product_error_bound(extent, params, covariance_type):
     if covariance_type in ("full", "tied"):
         u = jnp.abs(params.prec_chol)  # (K, D, D) or (D, D)
         lam = jnp.max(jnp.sum(u, axis=-2), axis=-1) * jnp.max(jnp.sum(u, axis=-1), axis=-1)  # (K,) or ()
-        if covariance_type == "tied":
-            b = jnp.matmul(params.means, params.prec_chol, precision=HIGHEST)
-        else:
-            b = jnp.einsum("kd,kde->ke", params.means, params.prec_chol, precision=HIGHEST)
+        b = _log_prob_factors(params, covariance_type)[1]  # U_k^T mu_k
         return eps * jnp.max(lam * r2 + jnp.sum(jnp.square(b), axis=1))
-    k, d = params.means.shape
-    a = jnp.square(params.prec_chol)
+    a = jnp.square(params.prec_chol)  # 1 / var
     if covariance_type == "spherical":
-        a = jnp.broadcast_to(a[:, None], (k, d))
+        a = jnp.broadcast_to(a[:, None], params.means.shape)
     xa = jnp.minimum(jnp.sum(a * e[None], axis=1), jnp.max(a, axis=1) * r2)
     return eps * jnp.max(xa + jnp.sum(a * jnp.square(params.means), axis=1))
 
@@ -373,7 +368,7 @@ def _em_pass(X, w, shift, params, covariance_type, bs, with_stats=True, axis_nam
 
     if extent is None or not _has_product_form(covariance_type, params.means.shape[1]):
         return block_reduce(fn, X, bs, w, axis_name)
-    pf = _product_factors(params, covariance_type, factors[2])
+    pf = _product_factors(params, covariance_type, factors)
 
     def prod(xb, wb, i):
         return _product_block(xb - shift, wb, params, pf, covariance_type, with_stats)
@@ -595,7 +590,6 @@ def _collect(out, shift):
 
 _FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_size", "init_block_size", "axis_name",
                 "weighted", "n_split")
-_fit_jit = jax.jit(_fit_body, static_argnames=_FIT_STATICS)
 
 # On a CPU, full-covariance fits of at least PRODUCT_MIN_ROWS rows are compiled with XLA's YNNPACK dot fusion off,
 # so their matrix products go to the default dot kernels.  Whole fits, per iteration, float32, interleaved A/B (best
@@ -627,9 +621,10 @@ def _compiler_options(covariance_type: str, n: int, traced: bool = False) -> tup
 @functools.cache
 def _program(fn, static_argnames: tuple, options: tuple):
     """``jax.jit(fn)`` with these compiler options (one jitted function per combination, so each keeps its cache)."""
-    if not options and fn is _fit_body:
-        return _fit_jit
     return jax.jit(fn, static_argnames=static_argnames, compiler_options=dict(options) or None)
+
+
+_fit_jit = _program(_fit_body, _FIT_STATICS, ())
 
 
 def _fit_program(covariance_type: str, n: int, traced: bool = False):
