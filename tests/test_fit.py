@@ -39,14 +39,17 @@ def test_restarts_equal_separate_fits_and_best_is_highest(init):
 @settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**31 - 1),
-    k=st.sampled_from([2, 3]),
     covariance_type=st.sampled_from(["full", "tied", "diag", "spherical"]),
     init=st.sampled_from(["kmeans", "k-means++", "random", "random_from_data"]),
     scale=st.floats(0.1, 100.0),
     sep=st.floats(0.0, 6.0),
 )
-def test_log_likelihood_never_decreases(seed, k, covariance_type, init, scale, sep):
-    """Theorem 3 (monotone likelihood) as a property: every EM iteration's log-likelihood is >= the previous."""
+def test_log_likelihood_never_decreases(seed, covariance_type, init, scale, sep):
+    """Theorem 3 (monotone likelihood) as a property: every EM iteration's log-likelihood is >= the previous.
+
+    Values vary (data, seeds, scales, separations), shapes do not (K = 3, 48 x 2): each (covariance type, init)
+    pair is one compilation, 16 in all (K in {2, 3} doubled them to 32, about 18 s of the suite)."""
+    k = 3
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(3, 2)) * sep
     X = (centers[rng.integers(0, 3, 48)] + rng.normal(size=(48, 2)) * rng.uniform(0.3, 2.0, size=2)) * scale
