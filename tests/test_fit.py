@@ -216,15 +216,14 @@ def test_cpu_compiler_options_keep_the_fit(monkeypatch):
     monkeypatch.setattr(F, "PRODUCT_MIN_ROWS", 100)  # read when fit() picks its program (and at trace time)
     X, _ = make_blobs(seed=41, n_per=40, d=5)
     key = jax.random.key(6)
-    for ct in ("full",):
-        a = gmm_jax.fit(key, X, 3, covariance_type=ct, max_iter=12, tol=0.0)
-        keys, _, n_split = F.key_input(key, 1)
-        b = F._fit_jit(keys, jnp.asarray(X), None, None, jnp.asarray(0.0), jnp.asarray(1e-6), n_components=3,
-                       covariance_type=ct, init="kmeans", max_iter=12, block_size=120, init_block_size=120,
-                       n_split=n_split)
-        chex.assert_trees_all_close(a.all_params, b.all_params, rtol=1e-10, atol=1e-12)
-        assert (F._fit_program(ct, 120) is F._fit_jit) == (not F._cpu_dot_options_supported())
-        assert F._fit_program(ct, 120, traced=True) is F._fit_jit
+    a = gmm_jax.fit(key, X, 3, covariance_type="full", max_iter=12, tol=0.0)
+    keys, _, n_split = F.key_input(key, 1)
+    b = F._fit_jit(keys, jnp.asarray(X), None, None, jnp.asarray(0.0), jnp.asarray(1e-6), n_components=3,
+                   covariance_type="full", init="kmeans", max_iter=12, block_size=120, init_block_size=120,
+                   n_split=n_split)
+    chex.assert_trees_all_close(a.all_params, b.all_params, rtol=1e-10, atol=1e-12)
+    assert (F._fit_program("full", 120) is F._fit_jit) == (not F._cpu_dot_options_supported())
+    assert F._fit_program("full", 120, traced=True) is F._fit_jit
     assert F._fit_program("diag", 120) is F._fit_jit and F._fit_program("tied", 120) is F._fit_jit
 
 
