@@ -34,7 +34,7 @@ t = time.perf_counter()
 gmm_jax.fit_stream(src, p0, max_iter=1, tol=0.0)  # one pass, compiles
 first = time.perf_counter() - t
 t = time.perf_counter()
-params, trace = gmm_jax.fit_stream(src, p0, max_iter=passes, tol=0.0)
+params, trace = gmm_jax.fit_stream(src, p0, max_iter=passes, tol=0.0)[:2]
 per_pass = (time.perf_counter() - t) / passes
 t = time.perf_counter()
 online, otrace, finite = gmm_jax.fit_online(src(), p0, step_exponent=0.7)

@@ -38,7 +38,7 @@ from gmm_jax.params import (
     to_unconstrained,
 )
 from gmm_jax.sharded import ShardedRows, fit_sharded, kmeans_sharded, row_mesh, shard_process_rows, shard_rows
-from gmm_jax.stream import array_batches, fit_online, fit_stream
+from gmm_jax.stream import OnlineResult, StreamResult, array_batches, fit_online, fit_stream
 from gmm_jax.supervised import fit_supervised
 from gmm_jax.vae import GMMVAE
 
@@ -50,6 +50,8 @@ __all__ = [
     "GMMVAE",
     "GMMParams",
     "KMeansResult",
+    "OnlineResult",
+    "StreamResult",
     "SuffStats",
     "UnconstrainedParams",
     "ShardedRows",

@@ -120,38 +120,76 @@ def check_n_samples(n: int, n_components: int, what: str = "n_components") -> No
         raise ValueError(f"too few points: n_samples={n} must be >= {what}={n_components}")
 
 
-def validate_params(params: GMMParams, covariance_type: str, n_components: int, n_features: int, dtype, atol=None):
-    """Check explicit parameters: shapes, finite values, weights summing to one, positive-definite factors."""
+def _check_params_shapes(params: GMMParams, covariance_type: str, n_components: int, n_features: int) -> None:
+    """Shapes of ``params`` against K, D and the covariance type (static: checked for traced parameters too)."""
     if not isinstance(params, GMMParams):
         raise ValueError(f"init_params must be a GMMParams, got {type(params).__name__}")
+    lw, means, pc = (tuple(np.shape(p)) for p in params)
+    if lw != (n_components,):
+        raise ValueError(f"init_params.log_weights must have shape ({n_components},), got {lw}")
+    if means != (n_components, n_features):
+        raise ValueError(f"init_params.means must have shape ({n_components}, {n_features}), got {means}")
+    want = prec_chol_shape(covariance_type, n_components, n_features)
+    if pc != want:
+        raise ValueError(f"init_params.prec_chol for covariance_type={covariance_type!r} must have shape {want}, got {pc}")
+
+
+def validate_params(params: GMMParams, covariance_type: str, n_components: int, n_features: int, dtype, atol=None,
+                    name: str = "init_params"):
+    """Check explicit parameters: shapes, finite values, weights summing to one, positive-definite factors.
+    Traced parameters get the shape checks only.  ``name`` is how error messages call them."""
+    try:
+        _check_params_shapes(params, covariance_type, n_components, n_features)
+    except ValueError as e:
+        raise ValueError(str(e).replace("init_params", name)) from None
     if any(_is_traced(p) for p in params):
         return GMMParams(*(jnp.asarray(p, dtype) for p in params))
     lw = np.asarray(params.log_weights, dtype=np.float64)
     means = np.asarray(params.means, dtype=np.float64)
     pc = np.asarray(params.prec_chol, dtype=np.float64)
-    if lw.shape != (n_components,):
-        raise ValueError(f"init_params.log_weights must have shape ({n_components},), got {lw.shape}")
-    if means.shape != (n_components, n_features):
-        raise ValueError(f"init_params.means must have shape ({n_components}, {n_features}), got {means.shape}")
-    want = prec_chol_shape(covariance_type, n_components, n_features)
-    if pc.shape != want:
-        raise ValueError(f"init_params.prec_chol for covariance_type={covariance_type!r} must have shape {want}, got {pc.shape}")
-    for name, a in (("log_weights", lw), ("means", means), ("prec_chol", pc)):
+    for part, a in (("log_weights", lw), ("means", means), ("prec_chol", pc)):
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"init_params.{name} contains NaN or infinity")
+            raise ValueError(f"{name}.{part} contains NaN or infinity")
     total = np.exp(lw).sum()
     tol = atol if atol is not None else (1e-6 if np.dtype(dtype) == np.float64 else 1e-4)
     if abs(total - 1.0) > tol:
-        raise ValueError(f"init_params weights must sum to one, got sum(exp(log_weights)) = {total:.8g}")
+        raise ValueError(f"{name} weights must sum to one, got sum(exp(log_weights)) = {total:.8g}")
     if covariance_type in ("full", "tied"):
         diag = np.diagonal(pc, axis1=-2, axis2=-1)
         if np.any(np.tril(pc, -1) != 0):
-            raise ValueError("init_params.prec_chol must be upper-triangular (precision Cholesky factor U, U U^T = P)")
+            raise ValueError(f"{name}.prec_chol must be upper-triangular (precision Cholesky factor U, U U^T = P)")
         if np.any(diag <= 0):
-            raise ValueError("init_params.prec_chol has a non-positive diagonal: the covariance is not positive definite")
+            raise ValueError(f"{name}.prec_chol has a non-positive diagonal: the covariance is not positive definite")
     elif np.any(pc <= 0):
-        raise ValueError("init_params.prec_chol must be positive: the covariance is not positive definite")
+        raise ValueError(f"{name}.prec_chol must be positive: the covariance is not positive definite")
     return GMMParams(jnp.asarray(lw, dtype), jnp.asarray(means, dtype), jnp.asarray(pc, dtype))
+
+
+def model_params(params, covariance_type: str, n_features=None, dtype=None, name: str = "params") -> GMMParams:
+    """A fitted mixture's parameters, checked for the model functions (predict, score, sample, ...): a valid
+    covariance type, shapes consistent with it (and with ``n_features`` when given), finite values, weights summing
+    to one, positive-definite factors.  Returned in ``dtype`` (default: that of the means, float32 unless float64
+    with x64 on)."""
+    check_covariance_type(covariance_type)
+    if not isinstance(params, GMMParams):
+        raise ValueError(f"{name} must be a GMMParams, got {type(params).__name__}")
+    shape = np.shape(params.means)
+    if len(shape) != 2:
+        raise ValueError(f"{name}.means must have shape (n_components, n_features), got {shape}")
+    k, d = shape
+    if n_features is not None and d != n_features:
+        raise ValueError(f"X has {n_features} features, but the mixture's means have {d} ({name}.means shape {shape})")
+    if dtype is None:
+        dtype = float_dtype(params.means)
+    return validate_params(params, covariance_type, k, d, dtype, name=name)
+
+
+def model_inputs(X, params, covariance_type: str):
+    """(X, params) for the model functions: X as :func:`as_data` makes it (2-D, numeric, finite), the parameters
+    as :func:`model_params` checks them, in X's dtype."""
+    check_covariance_type(covariance_type)
+    X = as_data(X)
+    return X, model_params(params, covariance_type, X.shape[1], X.dtype)
 
 
 def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts):

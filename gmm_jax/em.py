@@ -22,7 +22,15 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp, xlogy
 
-from gmm_jax.params import HIGHEST, GMMParams, from_covariances, log_det_prec_chol, prec_chol_from_covariances
+from gmm_jax.params import (
+    HIGHEST,
+    GMMParams,
+    check_covariance_type,
+    from_covariances,
+    log_det_prec_chol,
+    prec_chol_from_covariances,
+    prec_chol_shape,
+)
 
 
 class SuffStats(NamedTuple):
@@ -45,12 +53,20 @@ class SuffStats(NamedTuple):
 
 def centered(X: jax.Array, center: jax.Array) -> jax.Array:
     """``X[:, None, :] - center[None]``: (n, K, D) differences to each component's reference point."""
+    xs, cs = jnp.shape(X), jnp.shape(center)
+    if len(xs) != 2 or len(cs) != 2 or xs[1] != cs[1]:
+        raise ValueError(f"X must be (n, D) and the means / reference points (K, D) with the same D, got shapes {xs} "
+                         f"and {cs}")
     return X[:, None, :] - center[None, :, :]
 
 
 def log_prob_centered(xc: jax.Array, prec_chol: jax.Array, covariance_type: str) -> jax.Array:
     """Gaussian log-densities (n, K) from differences ``xc = x - mu_k`` of shape (n, K, D)."""
-    d = xc.shape[-1]
+    k, d = xc.shape[-2:]
+    want = prec_chol_shape(covariance_type, k, d)  # also rejects an unknown covariance type
+    if tuple(jnp.shape(prec_chol)) != want:
+        raise ValueError(f"prec_chol for covariance_type={covariance_type!r} with K={k}, D={d} must have shape {want}, "
+                         f"got {tuple(jnp.shape(prec_chol))}")
     if covariance_type == "full":
         y = jnp.einsum("nkd,kde->nke", xc, prec_chol, precision=HIGHEST)
     elif covariance_type == "tied":
@@ -116,6 +132,9 @@ def elbo(X: jax.Array, params: GMMParams, resp: jax.Array, covariance_type: str 
 
 def stats_centered(xc: jax.Array, resp: jax.Array, covariance_type: str) -> SuffStats:
     """Sufficient statistics from differences ``xc`` (n, K, D) and *weighted* responsibilities (n, K)."""
+    check_covariance_type(covariance_type)
+    if tuple(jnp.shape(resp)) != tuple(xc.shape[:2]):
+        raise ValueError(f"responsibilities must have shape (n, K) = {tuple(xc.shape[:2])}, got {tuple(jnp.shape(resp))}")
     nk = jnp.sum(resp, axis=0)
     rxc = resp[:, :, None] * xc
     sx = jnp.sum(rxc, axis=0)
@@ -177,6 +196,7 @@ def m_step_covariances(stats: SuffStats, center: jax.Array, covariance_type: str
     ``nk`` is offset by ``10 eps`` (as scikit-learn) so an empty component keeps a finite mean (its reference
     point) and a covariance of ``reg_covar * I`` instead of 0/0.
     """
+    check_covariance_type(covariance_type)
     dtype = stats.sx.dtype
     nk = stats.nk + 10 * jnp.finfo(dtype).eps
     n_total = jnp.sum(nk)

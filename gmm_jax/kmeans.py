@@ -658,7 +658,22 @@ def kmeans(
     )
 
 
+@partial(jax.jit, static_argnames=("block_size",))
+def _kmeans_predict(X, centers, block_size: int):
+    return row_map(lambda x: jnp.argmin(sq_distances(x, centers)).astype(jnp.int32), X, block_size)
+
+
 def kmeans_predict(X, centers, block_size=None):
-    """Nearest-centre labels (n,) int32 for data X (n, D) and centres (K, D)."""
+    """Nearest-centre labels (n,) int32 for data X (n, D) and centres (K, D) (both checked: 2-D, finite, the same
+    number of features)."""
+    from gmm_jax._validation import as_data, check_positive_int
+
+    X = as_data(X)
+    centers = as_data(centers, "centers")
+    if centers.shape[1] != X.shape[1]:
+        raise ValueError(f"X has {X.shape[1]} features, but the centres have {centers.shape[1]} (centers shape "
+                         f"{centers.shape})")
+    if block_size is not None:
+        block_size = check_positive_int(block_size, "block_size")
     bs = resolve_block_size(block_size, X.shape[0], centers.shape[0], X.shape[1])
-    return row_map(lambda x: jnp.argmin(sq_distances(x, centers)).astype(jnp.int32), X, bs)
+    return _kmeans_predict(X, centers.astype(X.dtype), bs)

@@ -75,8 +75,14 @@ def match_components(cost, maximize: bool = False):
 
 def contingency(labels, pred, n_classes=None, n_components=None):
     """Counts (n_components, n_classes) of predicted component vs true class."""
-    labels = np.asarray(labels, dtype=int)
-    pred = np.asarray(pred, dtype=int)
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    if labels.ndim != 1 or pred.shape != labels.shape or labels.size == 0:
+        raise ValueError(f"labels and pred must be 1-D, non-empty and of the same length, got shapes {labels.shape} "
+                         f"and {pred.shape}")
+    for name, a in (("labels", labels), ("pred", pred)):
+        if not np.issubdtype(a.dtype, np.integer) or a.min() < 0:
+            raise ValueError(f"{name} must be non-negative integers, got dtype {a.dtype} with minimum {a.min()}")
+    labels, pred = labels.astype(int), pred.astype(int)
     kc = n_classes or int(labels.max()) + 1
     kp = n_components or int(pred.max()) + 1
     table = np.zeros((kp, kc), dtype=np.int64)

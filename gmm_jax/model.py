@@ -1,7 +1,10 @@
-"""Functions of a fitted mixture: predict, predict_proba, score_samples, score, sample, bic, aic.
+"""Functions of a fitted mixture: predict, predict_proba, predict_log_proba, score, sample, sample_component, bic,
+aic.
 
-They run over row blocks (``lax.map``), so memory is O(n K) for outputs plus one block of scratch.  Each is a
-jitted entry point with the covariance type static.
+They run over row blocks (``lax.map``), so memory is O(n K) for outputs plus one block of scratch.  Each public
+function checks its inputs first (X 2-D, numeric and finite; the parameters' shapes against X and the covariance type,
+finite, weights summing to one, positive-definite factors; for traced inputs inside a caller's ``jit`` only the
+shapes), then calls a jitted core with the covariance type static.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from gmm_jax._blocks import resolve_block_size, row_map
+from gmm_jax._validation import _is_traced, check_positive_int, model_inputs, model_params
 from gmm_jax.em import log_prob_centered
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
 
@@ -27,9 +32,7 @@ def _bs(X, params):
 
 
 @partial(jax.jit, static_argnames=("covariance_type",))
-def predict_log_proba(X, params: GMMParams, covariance_type: str = "full"):
-    """Log-responsibilities (n, K) = the E-step, computed over row blocks."""
-
+def _predict_log_proba(X, params: GMMParams, covariance_type: str):
     def f(x):
         lj = _row_log_joint(x, params, covariance_type)
         return lj - logsumexp(lj)
@@ -37,37 +40,49 @@ def predict_log_proba(X, params: GMMParams, covariance_type: str = "full"):
     return row_map(f, X, _bs(X, params))
 
 
-def predict_proba(X, params: GMMParams, covariance_type: str = "full"):
-    """Posterior probabilities p(z = k | x_i) (n, K); rows sum to one."""
-    return jnp.exp(predict_log_proba(X, params, covariance_type))
-
-
 @partial(jax.jit, static_argnames=("covariance_type",))
-def predict(X, params: GMMParams, covariance_type: str = "full"):
-    """Most probable component (n,) int32 (maximum a posteriori)."""
+def _predict(X, params: GMMParams, covariance_type: str):
     return row_map(lambda x: jnp.argmax(_row_log_joint(x, params, covariance_type)).astype(jnp.int32), X, _bs(X, params))
 
 
 @partial(jax.jit, static_argnames=("covariance_type",))
 def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full"):
-    """Per-point log-likelihood log p(x_i) (n,), over row blocks."""
+    """Per-point log-likelihood log p(x_i) (n,), over row blocks.  Inputs unchecked (the jitted core of
+    :func:`score`, :func:`bic`, :func:`aic` and scikit-learn's ``score_samples``, whose callers check them)."""
     return row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params))
+
+
+def predict_log_proba(X, params: GMMParams, covariance_type: str = "full"):
+    """Log-responsibilities (n, K) = the E-step, computed over row blocks."""
+    return _predict_log_proba(*model_inputs(X, params, covariance_type), covariance_type)
+
+
+def predict_proba(X, params: GMMParams, covariance_type: str = "full"):
+    """Posterior probabilities p(z = k | x_i) (n, K); rows sum to one."""
+    return jnp.exp(predict_log_proba(X, params, covariance_type))
+
+
+def predict(X, params: GMMParams, covariance_type: str = "full"):
+    """Most probable component (n,) int32 (maximum a posteriori)."""
+    return _predict(*model_inputs(X, params, covariance_type), covariance_type)
 
 
 def score(X, params: GMMParams, covariance_type: str = "full"):
     """Mean per-point log-likelihood (scikit-learn's ``score``)."""
-    return jnp.mean(score_samples_blocked(X, params, covariance_type))
+    return jnp.mean(score_samples_blocked(*model_inputs(X, params, covariance_type), covariance_type))
 
 
 def bic(X, params: GMMParams, covariance_type: str = "full"):
     """Bayesian information criterion ``-2 log L + p log n`` (lower is better)."""
-    n = X.shape[0]
+    X, params = model_inputs(X, params, covariance_type)
     k, d = params.means.shape
-    return -2.0 * jnp.sum(score_samples_blocked(X, params, covariance_type)) + n_parameters(covariance_type, k, d) * jnp.log(n)
+    log_l = jnp.sum(score_samples_blocked(X, params, covariance_type))
+    return -2.0 * log_l + n_parameters(covariance_type, k, d) * jnp.log(X.shape[0])
 
 
 def aic(X, params: GMMParams, covariance_type: str = "full"):
     """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
+    X, params = model_inputs(X, params, covariance_type)
     k, d = params.means.shape
     return -2.0 * jnp.sum(score_samples_blocked(X, params, covariance_type)) + 2.0 * n_parameters(covariance_type, k, d)
 
@@ -97,12 +112,7 @@ def _transform_noise(z, labels, params: GMMParams, covariance_type: str, block_s
 
 
 @partial(jax.jit, static_argnames=("n_samples", "covariance_type"))
-def sample(key, params: GMMParams, n_samples: int, covariance_type: str = "full"):
-    """Draw ``n_samples`` points from the mixture.
-
-    Returns:
-      (X (n, D), labels (n,) int32): points and the component each was drawn from.
-    """
+def _sample(key, params: GMMParams, n_samples: int, covariance_type: str):
     k_lab, k_z = jax.random.split(key)
     k, d = params.means.shape
     labels = jax.random.categorical(k_lab, params.log_weights, shape=(n_samples,)).astype(jnp.int32)
@@ -111,20 +121,18 @@ def sample(key, params: GMMParams, n_samples: int, covariance_type: str = "full"
     return _transform_noise(z, labels, params, covariance_type, bs), labels
 
 
-@partial(jax.jit, static_argnames=("n_samples", "covariance_type"))
-def sample_component(key, params: GMMParams, component, n_samples: int, covariance_type: str = "full"):
-    """Class-conditional generation: ``n_samples`` points from component(s) ``component``.
-
-    Args:
-      key: PRNG key.
-      params: mixture parameters.
-      component: an integer, or an integer array of shape (m,).
-      n_samples: points per component.
+def sample(key, params: GMMParams, n_samples: int, covariance_type: str = "full"):
+    """Draw ``n_samples`` (>= 1) points from the mixture.
 
     Returns:
-      (n_samples, D) for a scalar ``component``; (m, n_samples, D) for an array.
+      (X (n, D), labels (n,) int32): points and the component each was drawn from.
     """
-    component = jnp.asarray(component, jnp.int32)
+    n_samples = check_positive_int(n_samples, "n_samples")
+    return _sample(key, model_params(params, covariance_type), n_samples, covariance_type)
+
+
+@partial(jax.jit, static_argnames=("n_samples", "covariance_type"))
+def _sample_component(key, params: GMMParams, component, n_samples: int, covariance_type: str):
     d = params.means.shape[1]
     chol = cov_chol_from_prec_chol(params.prec_chol, covariance_type)
 
@@ -140,3 +148,30 @@ def sample_component(key, params: GMMParams, component, n_samples: int, covarian
         return one(key, component)
     keys = jax.random.split(key, component.shape[0])
     return jax.vmap(one)(keys, component)
+
+
+def sample_component(key, params: GMMParams, component, n_samples: int, covariance_type: str = "full"):
+    """Class-conditional generation: ``n_samples`` points from component(s) ``component``.
+
+    Args:
+      key: PRNG key.
+      params: mixture parameters.
+      component: an integer in [0, K), or an integer array of shape (m,) of them.
+      n_samples: points per component (>= 1).
+
+    Returns:
+      (n_samples, D) for a scalar ``component``; (m, n_samples, D) for an array.
+    """
+    n_samples = check_positive_int(n_samples, "n_samples")
+    params = model_params(params, covariance_type)
+    k = jnp.shape(params.means)[0]
+    if not _is_traced(component):
+        c = np.asarray(component)
+        if c.ndim > 1 or not (np.issubdtype(c.dtype, np.integer) or (c.size and np.all(c == np.round(c)))):
+            raise ValueError(f"component must be an integer or a 1-D array of integers, got {component!r}")
+        if c.size and (c.min() < 0 or c.max() >= k):
+            raise ValueError(f"component must be in [0, {k}) (the mixture has {k} components), got {component!r}")
+    component = jnp.asarray(component, jnp.int32)
+    if component.ndim > 1:
+        raise ValueError(f"component must be an integer or a 1-D array of integers, got shape {component.shape}")
+    return _sample_component(key, params, component, n_samples, covariance_type)

@@ -197,6 +197,7 @@ def _diag_embed(d: jax.Array) -> jax.Array:
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
     """Number of free parameters (for BIC/AIC)."""
+    check_covariance_type(covariance_type)
     k, d = n_components, n_features
     cov = {"full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": k * d, "spherical": k}[covariance_type]
     return cov + k * d + k - 1

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import mmap
 from functools import partial
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax._blocks import default_block_size
+from gmm_jax._validation import as_data, check_nonneg_float, check_positive_int, model_params
 from gmm_jax.em import SuffStats, add_stats, m_step, recenter_stats
 from gmm_jax.fit import _em_pass, _product_applies, data_extent
-from gmm_jax.params import GMMParams
+from gmm_jax.params import GMMParams, check_covariance_type
 
 
 def _reference_point(params: GMMParams) -> jax.Array:
@@ -78,32 +79,91 @@ def _check_batches(batches):
                         "(a one-shot generator cannot be read twice)")
 
 
+def _batch(xb, i: int, d: int, dtype, check_values: bool):
+    """Batch ``i`` as a (b, D) array of ``dtype``: 2-D with the parameters' D always; non-empty, numeric and finite
+    when ``check_values`` (the first pass over the data; a host-side scan of the batch)."""
+    if check_values:
+        xb = as_data(xb, f"batch {i}")
+    elif np.ndim(xb) != 2:
+        raise ValueError(f"batch {i} must be 2-D (rows, features), got shape {np.shape(xb)}")
+    if np.shape(xb)[1] != d:
+        raise ValueError(f"batch {i} has {np.shape(xb)[1]} features, but the initial parameters have {d}")
+    return jnp.asarray(xb, dtype)
+
+
+class StreamResult(NamedTuple):
+    """Result of :func:`fit_stream`.
+
+    Attributes:
+      params: final ``GMMParams`` (the last finite M-step).
+      trace: (n_iter,) mean log-likelihood of each iteration's E-step.
+      n_iter: passes over the data.
+      converged: whether the change of the mean log-likelihood fell below ``tol`` before ``max_iter``.
+      finite: whether every pass gave a finite log-likelihood and M-step (if not, the loop stopped there and
+        ``params`` are the previous ones).
+    """
+
+    params: GMMParams
+    trace: np.ndarray
+    n_iter: int
+    converged: bool
+    finite: bool
+
+
+class OnlineResult(NamedTuple):
+    """Result of :func:`fit_online`.
+
+    Attributes:
+      params: final ``GMMParams``.
+      trace: (T,) each batch's mean log-likelihood under the parameters before its update (a prequential score).
+      finite: whether every update was finite (a non-finite update is skipped).
+    """
+
+    params: GMMParams
+    trace: np.ndarray
+    finite: bool
+
+
+def _check_options(init_params, covariance_type: str, reg_covar):
+    check_covariance_type(covariance_type)
+    check_nonneg_float(reg_covar, "reg_covar")
+    return model_params(init_params, covariance_type, name="init_params")
+
+
 def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParams, *, covariance_type: str = "full",
-               max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6):
+               max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6) -> StreamResult:
     """Exact EM over batches until the mean log-likelihood changes by less than ``tol``.
 
     Args:
       batches: a callable returning a fresh iterable of (b, D) arrays for each pass (e.g. :func:`array_batches`),
-        or a list/tuple of arrays.
-      init_params: initial ``GMMParams`` (e.g. :func:`gmm_jax.initialize` on a subsample).
+        or a list/tuple of arrays.  Every batch is checked on the first pass (2-D, D features, finite values:
+        ValueError naming the batch, row and column); later passes check shapes only.
+      init_params: initial ``GMMParams`` (e.g. :func:`gmm_jax.initialize` on a subsample), checked as
+        :func:`gmm_jax.fit` checks them.
       covariance_type, max_iter, tol, reg_covar: as :func:`gmm_jax.fit`.
 
     Returns:
-      (params, trace): final parameters and the mean log-likelihood of each iteration's E-step.
+      :class:`StreamResult` (params, trace, n_iter, converged, finite).
 
     Batches of a repeated shape reuse one compiled pass; give equal-size batches (the last may differ) to keep
     compilations to two.
     """
     _check_batches(batches)
+    check_positive_int(max_iter, "max_iter")
+    check_nonneg_float(tol, "tol")
+    init_params = _check_options(init_params, covariance_type, reg_covar)
     dtype = init_params.means.dtype
+    d = init_params.means.shape[1]
     shift = _reference_point(init_params)
     params = init_params._replace(means=init_params.means - shift)
     trace = []
     prev = -np.inf
-    for _ in range(max_iter):
+    converged = False
+    finite = True
+    for it in range(max_iter):
         stats, ll, n = None, 0.0, 0
-        for xb in (batches() if callable(batches) else batches):
-            xb = jnp.asarray(xb, dtype)
+        for i, xb in enumerate(batches() if callable(batches) else batches):
+            xb = _batch(xb, i, d, dtype, check_values=it == 0)
             s, l_b = _batch_pass(xb, shift, params, covariance_type)
             stats = s if stats is None else add_stats(stats, s)
             ll = ll + l_b  # summed on the device: no synchronisation per batch
@@ -111,12 +171,17 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
         if stats is None:
             raise ValueError("batches produced no data")
         mean_ll = float(ll) / n
+        new = m_step(stats, params.means, covariance_type, reg_covar)
+        if not (np.isfinite(mean_ll) and all(bool(jnp.all(jnp.isfinite(a))) for a in new)):
+            finite = False
+            break
         trace.append(mean_ll)
-        params = m_step(stats, params.means, covariance_type, reg_covar)
+        params = new
         if abs(mean_ll - prev) < tol:
+            converged = True
             break
         prev = mean_ll
-    return params._replace(means=params.means + shift), np.asarray(trace)
+    return StreamResult(params._replace(means=params.means + shift), np.asarray(trace), len(trace), converged, finite)
 
 
 @partial(jax.jit, static_argnames=("covariance_type",))
@@ -145,12 +210,17 @@ def fit_online(batches: Iterable, init_params: GMMParams, *, covariance_type: st
       init_params: initial ``GMMParams``.
       step_exponent: alpha.
 
+    Every batch is checked as it arrives (2-D, D features, finite values: ValueError naming the batch, row and
+    column); the updates of the batches before it are then lost with the call.
+
     Returns:
-      (params, trace, finite): final parameters, each batch's mean log-likelihood under the parameters before its
-      update (a prequential score), and whether every update was finite (a non-finite update is skipped).
+      :class:`OnlineResult` (params, trace, finite): final parameters, each batch's mean log-likelihood under the
+      parameters before its update (a prequential score), and whether every update was finite (a non-finite update
+      is skipped).
     """
-    if not 0.5 < step_exponent <= 1.0:
+    if isinstance(step_exponent, bool) or not isinstance(step_exponent, (int, float)) or not 0.5 < step_exponent <= 1.0:
         raise ValueError(f"step_exponent must be in (0.5, 1], got {step_exponent}")
+    init_params = _check_options(init_params, covariance_type, reg_covar)
     dtype = init_params.means.dtype
     shift = _reference_point(init_params)
     params = init_params._replace(means=init_params.means - shift)
@@ -161,13 +231,15 @@ def fit_online(batches: Iterable, init_params: GMMParams, *, covariance_type: st
     trace, oks = [], []
     for t, xb in enumerate(batches() if callable(batches) else batches):
         gamma = jnp.asarray((t + 1.0) ** (-step_exponent), dtype)
-        running, center, params, ll, ok = _online_step(running, center, jnp.asarray(xb, dtype), shift, params, gamma,
+        xb = _batch(xb, t, d, dtype, check_values=True)
+        running, center, params, ll, ok = _online_step(running, center, xb, shift, params, gamma,
                                                        jnp.asarray(reg_covar, dtype), covariance_type=covariance_type)
         trace.append(ll)
         oks.append(ok)  # kept on the device: no synchronisation per batch
     if not trace:
         raise ValueError("batches produced no data")
-    return params._replace(means=params.means + shift), np.asarray(jnp.stack(trace)), bool(jnp.all(jnp.stack(oks)))
+    return OnlineResult(params._replace(means=params.means + shift), np.asarray(jnp.stack(trace)),
+                        bool(jnp.all(jnp.stack(oks))))
 
 
 def _sxx_shape(covariance_type, k, d):
