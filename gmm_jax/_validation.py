@@ -184,6 +184,20 @@ def model_params(params, covariance_type: str, n_features=None, dtype=None, name
     return validate_params(params, covariance_type, k, d, dtype, name=name)
 
 
+def check_component(component, n_components: int) -> None:
+    """``component``: an integer in [0, K) or a 1-D array of them (values checked unless traced)."""
+    if np.ndim(component) > 1:
+        raise ValueError(f"component must be an integer or a 1-D array of integers, got shape {np.shape(component)}")
+    if _is_traced(component):
+        return
+    c = np.asarray(component)
+    if not (np.issubdtype(c.dtype, np.integer) or (np.issubdtype(c.dtype, np.floating) and np.all(c == np.round(c)))):
+        raise ValueError(f"component must be an integer or a 1-D array of integers, got {component!r}")
+    if c.size and (c.min() < 0 or c.max() >= n_components):
+        raise ValueError(f"component must be in [0, {n_components}) (the mixture has {n_components} components), "
+                         f"got {component!r}")
+
+
 def model_inputs(X, params, covariance_type: str):
     """(X, params) for the model functions: X as :func:`as_data` makes it (2-D, numeric, finite), the parameters
     as :func:`model_params` checks them, in X's dtype."""

@@ -13,11 +13,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import logsumexp
 
 from gmm_jax._blocks import resolve_block_size, row_map
-from gmm_jax._validation import _is_traced, check_positive_int, model_inputs, model_params
+from gmm_jax._validation import check_component, check_positive_int, model_inputs, model_params
 from gmm_jax.em import log_prob_centered
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
 
@@ -164,14 +163,5 @@ def sample_component(key, params: GMMParams, component, n_samples: int, covarian
     """
     n_samples = check_positive_int(n_samples, "n_samples")
     params = model_params(params, covariance_type)
-    k = jnp.shape(params.means)[0]
-    if not _is_traced(component):
-        c = np.asarray(component)
-        if c.ndim > 1 or not (np.issubdtype(c.dtype, np.integer) or (c.size and np.all(c == np.round(c)))):
-            raise ValueError(f"component must be an integer or a 1-D array of integers, got {component!r}")
-        if c.size and (c.min() < 0 or c.max() >= k):
-            raise ValueError(f"component must be in [0, {k}) (the mixture has {k} components), got {component!r}")
-    component = jnp.asarray(component, jnp.int32)
-    if component.ndim > 1:
-        raise ValueError(f"component must be an integer or a 1-D array of integers, got shape {component.shape}")
-    return _sample_component(key, params, component, n_samples, covariance_type)
+    check_component(component, params.means.shape[0])
+    return _sample_component(key, params, jnp.asarray(component, jnp.int32), n_samples, covariance_type)

@@ -106,8 +106,12 @@ class GMMVAE(nnx.Module):
         By default the decoder's mean E[x | z] for z ~ p(z | c); with ``observation_noise`` (gaussian likelihood)
         a draw from p(x | z) itself.
         """
-        component = jnp.asarray(component)
+        from gmm_jax._validation import check_component, check_positive_int
+
         mu_c, lv_c = self.prior_means[...], self.prior_logvars[...]
+        check_positive_int(n, "n")
+        check_component(component, mu_c.shape[0])
+        component = jnp.asarray(component, jnp.int32)
 
         def one(k, c):
             kz, kx = jax.random.split(k)
@@ -168,13 +172,29 @@ def train(model: GMMVAE, key, X, *, pretrain_epochs=20, epochs=60, batch_size=12
 
     Returns:
       list of :class:`TrainLog` (loss, number of non-empty clusters, prior entropy), so collapse is visible.
+
+    Raises:
+      ValueError: X not 2-D, NaN, a feature count other than the model's, data outside [0, 1] for the bernoulli
+      likelihood, fewer points than components, non-integer or negative epoch counts.
     """
+    from gmm_jax._validation import as_data, check_positive_int
     from gmm_jax.fit import fit as gmm_fit
     from gmm_jax.params import covariances_from_prec_chol
 
-    X = jnp.asarray(X, jnp.float32)
-    n = X.shape[0]
+    X = jnp.asarray(as_data(X), jnp.float32)
+    d = (model.enc[0] if len(model.enc) else model.enc_mean).in_features
+    if X.shape[1] != d:
+        raise ValueError(f"X has {X.shape[1]} features, but the model was built for n_features={d}")
+    if model.likelihood == "bernoulli" and not bool(jnp.all((X >= 0) & (X <= 1))):
+        raise ValueError(f"the bernoulli likelihood needs data in [0, 1], got values from {float(jnp.min(X))} to "
+                         f"{float(jnp.max(X))} (scale the data, or build the model with likelihood='gaussian')")
+    for name, v, lo in (("pretrain_epochs", pretrain_epochs, 0), ("epochs", epochs, 0), ("batch_size", batch_size, 1),
+                        ("log_every", log_every, 1)):
+        check_positive_int(v, name, lo)
     k_components = model.logits[...].shape[0]
+    if gmm_init and X.shape[0] < k_components:
+        raise ValueError(f"too few points: n_samples={X.shape[0]} must be >= n_components={k_components}")
+    n = X.shape[0]
     tx = optax.adam(lr)
     graphdef, state = nnx.split(model)
     logs = []

@@ -171,3 +171,24 @@ def test_streaming_fits_check_batches_and_flag_their_results():
     deg = fit_stream([np.ones((10, 3), np.float32)], P, reg_covar=0.0)
     assert not deg.finite and not deg.converged and deg.n_iter == 0
     assert all(np.all(np.isfinite(np.asarray(a))) for a in deg.params)
+
+
+def test_gmm_vae_checks_training_data_and_generation_requests():
+    from flax import nnx
+
+    from gmm_jax.vae import GMMVAE, train
+
+    m = GMMVAE(3, 2, 2, hidden=(8,), rngs=nnx.Rngs(0))  # bernoulli
+    with pytest.raises(ValueError, match=r"bernoulli likelihood needs data in \[0, 1\]"):
+        train(m, jax.random.key(0), X, pretrain_epochs=0, epochs=1)
+    with pytest.raises(ValueError, match="X has 2 features, but the model was built for n_features=3"):
+        train(m, jax.random.key(0), np.abs(X[:, :2]) / 10, pretrain_epochs=0, epochs=1)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        train(m, jax.random.key(0), np.full((5, 3), np.nan), pretrain_epochs=0, epochs=1)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        train(m, jax.random.key(0), np.abs(X) / 10, batch_size=0)
+    assert m.generate(jax.random.key(0), 1, 4).shape == (4, 3)
+    with pytest.raises(ValueError, match=r"component must be in \[0, 2\)"):
+        m.generate(jax.random.key(0), 2, 4)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        m.generate(jax.random.key(0), 0, 0)
