@@ -17,8 +17,10 @@ from gmm_jax.params import COVARIANCE_TYPES, GMMParams, check_covariance_type, p
 INITS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
-# one compiled check instead of two eager operations (each eager operation compiles on its first use)
+# one compiled check instead of two eager operations (each eager operation compiles on its first use); arrays of
+# up to _HOST_CHECK_ELEMENTS elements are checked on the host instead
 _all_finite = jax.jit(lambda x: jnp.all(jnp.isfinite(x)))
+_HOST_CHECK_ELEMENTS = 1 << 18
 
 
 def key_form(key):
@@ -61,7 +63,9 @@ def as_data(X, name: str = "X"):
         dtype = float_dtype(X)
         if X.dtype != dtype:
             X = X.astype(dtype)
-        if not bool(_all_finite(X)):
+        # small arrays on the host (a jitted check compiles once per shape: 70 ms for a new row count)
+        finite = np.all(np.isfinite(np.asarray(X))) if X.size <= _HOST_CHECK_ELEMENTS else bool(_all_finite(X))
+        if not finite:
             bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
             raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
         return X

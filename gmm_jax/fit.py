@@ -20,7 +20,16 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from gmm_jax._blocks import block_reduce, block_slices, data_shift, n_blocks, on_accelerator, psum, resolve_block_size
+from gmm_jax._blocks import (
+    block_reduce,
+    block_slices,
+    data_shift,
+    n_blocks,
+    on_accelerator,
+    pad_rows,
+    psum,
+    resolve_block_size,
+)
 from gmm_jax.em import SuffStats, m_step, stats_centered
 from gmm_jax.kmeans import _assign_block, _lloyd, kmeans_plusplus, kmeans_tolerance, lloyd_restarts
 from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_from_covariances
@@ -428,7 +437,8 @@ def _initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, r
         stats = _stats_pass(X, w, shift, center, resp_fn, covariance_type, bs)
         return m_step(stats, center, covariance_type, reg_covar)
     if init == "random_from_data":
-        p = None if w is None else w / wsum
+        # always with probabilities (uniform when unweighted), so zero-weight padding rows change no draw
+        p = (jnp.ones((X.shape[0],), dtype) if w is None else w) / wsum
         idx = jax.random.choice(key, X.shape[0], (k,), replace=False, p=p)
         means = X[idx] - shift
         log_w = jnp.full((k,), -jnp.log(k), dtype)
@@ -660,11 +670,12 @@ def _progress_programs(covariance_type: str, n: int):
 
 
 def _fit_with_progress(keys, X, w, init_params, tol, reg_covar, report, every, *, n_components, covariance_type,
-                       init, max_iter, block_size, init_block_size, n_split=0):
+                       init, max_iter, block_size, init_block_size, n_split=0, mask=None, weighted=True):
     fit_start, fit_chunk, fit_finish = _progress_programs(covariance_type, X.shape[0])
     state, shift, wsum, extent = fit_start(keys, X, w, init_params, reg_covar, n_components=n_components,
                                            covariance_type=covariance_type, init=init, max_iter=max_iter,
-                                           block_size=block_size, init_block_size=init_block_size, n_split=n_split)
+                                           block_size=block_size, init_block_size=init_block_size, n_split=n_split,
+                                           mask=mask, weighted=weighted)
     done = 0
     while done < max_iter:
         until = min(done + every, max_iter)
@@ -764,31 +775,39 @@ def fit(
     X, w, init_params = validate_fit(
         X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
     )
+    with_progress = not (progress is None or progress is False)
+    if with_progress:
+        if not (progress is True or callable(progress)):
+            raise ValueError(f"progress must be True, False, None or a callable f(iteration, log_likelihoods), got "
+                             f"{progress!r}")
+        if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
+            raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
+    traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((keys, X, w, init_params)))
+    weighted, mask = True, None
+    if not traced:  # a row bucket: nearby row counts share one compiled fit (inside a caller's jit: its shapes)
+        weighted = w is not None
+        X, w, mask, padded = pad_rows(X, w)
+        weighted = weighted or not padded
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts)
     statics = dict(n_components=n_components, covariance_type=covariance_type,
                    init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs,
                    init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1]),
-                   n_split=n_split)
+                   n_split=n_split, weighted=weighted)
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
-    if progress is None or progress is False:
-        traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((keys, X, w, init_params, tol_a, reg_a)))
-        return _fit_program(covariance_type, X.shape[0], traced)(keys, X, w, init_params, tol_a, reg_a, **statics)
-    if not (progress is True or callable(progress)):
-        raise ValueError(f"progress must be True, False, None or a callable f(iteration, log_likelihoods), got "
-                         f"{progress!r}")
-    if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
-        raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
+    if not with_progress:
+        return _fit_program(covariance_type, X.shape[0], traced)(keys, X, w, init_params, tol_a, reg_a, mask=mask,
+                                                                 **statics)
     return _fit_with_progress(keys, X, w, init_params, tol_a, reg_a, _print_progress if progress is True else progress,
-                              progress_every, **statics)
+                              progress_every, mask=mask, **statics)
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "block_size"))
-def _init_jit(key, X, w, reg_covar, *, n_components, covariance_type, init, block_size):
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "block_size", "weighted"))
+def _init_jit(key, X, w, reg_covar, mask=None, *, n_components, covariance_type, init, block_size, weighted=True):
     bs = block_size
     shift, wsum, data_cov, tol_kmeans = _init_context(X, w, reg_covar, n_components=n_components,
-                                                      covariance_type=covariance_type, init=init, bs=bs)
+                                                      covariance_type=covariance_type, init=init, bs=bs, mask=mask)
     p = _initial_params(key, X, w, shift, wsum, None, data_cov, tol_kmeans, reg_covar, n_components=n_components,
-                        covariance_type=covariance_type, init=init, bs=bs)
+                        covariance_type=covariance_type, init=init, bs=bs, mask=mask, weighted=weighted)
     return p._replace(means=p.means + shift)
 
 
@@ -799,6 +818,11 @@ def initialize(key, X, n_components: int, *, covariance_type: str = "full", init
     from gmm_jax._validation import validate_fit
 
     X, w, _ = validate_fit(X, n_components, covariance_type, init, None, 1, 0.0, reg_covar, sample_weight, 1)
+    weighted, mask = True, None
+    if not any(isinstance(a, jax.core.Tracer) for a in (key, X, w)):  # the row bucket fit() uses
+        weighted = w is not None
+        X, w, mask, padded = pad_rows(X, w)
+        weighted = weighted or not padded
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1])
-    return _init_jit(key, X, w, jnp.asarray(reg_covar, X.dtype), n_components=n_components,
-                     covariance_type=covariance_type, init=init, block_size=bs)
+    return _init_jit(key, X, w, jnp.asarray(reg_covar, X.dtype), mask, n_components=n_components,
+                     covariance_type=covariance_type, init=init, block_size=bs, weighted=weighted)

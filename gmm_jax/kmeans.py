@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from gmm_jax._blocks import (
@@ -26,6 +27,7 @@ from gmm_jax._blocks import (
     data_shift,
     n_blocks,
     on_accelerator,
+    pad_rows,
     psum,
     resolve_block_size,
     row_map,
@@ -127,7 +129,8 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
       block_size: rows per block for the distance passes.
       mask, axis_name: inside ``shard_map`` with rows sharded over ``axis_name``: (n_local,) 1 for real rows, 0 for
         padding.  The draws are then global (the same as on one device holding the rows in device order) and
-        ``indices`` are -1.
+        ``indices`` are -1.  ``mask`` without ``axis_name``: padding rows at the end of X (a row bucket), never
+        drawn; the draws are those without them.
 
     Returns:
       (centers (K, D), indices (K,) int32 of the chosen rows).
@@ -143,7 +146,9 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
     if axis_name is None:
         # uniform first centre without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes;
         # 32 random bits modulo n: the probabilities of the rows differ by at most n / 2**32 relative
-        first = (bits[0] % jnp.uint32(n)).astype(jnp.int32) if w is None else _sample_index(_uniform(bits[0], X.dtype), w)
+        # (padded rows, mask 0, at the end: the same draw as without them)
+        n_real = jnp.uint32(n) if mask is None else jnp.sum(mask > 0).astype(jnp.uint32)
+        first = (bits[0] % n_real).astype(jnp.int32) if w is None else _sample_index(_uniform(bits[0], X.dtype), w)
         c0 = X[first]
     else:
         first = jnp.int32(-1)
@@ -162,12 +167,12 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
         centers, idx, d2 = state
         # D^2 sampling: `trials` candidates with probability proportional to w_i D(x_i)^2
         p = d2 if w is None else w * d2
+        p = p if mask is None else p * mask
         u = _uniform(lax.dynamic_slice_in_dim(bits, 1 + (c - 1) * trials, trials), X.dtype)
         if axis_name is None:
             cand = _sample_index(u, p)
             cx = X[cand]  # (T, D)
         else:
-            p = p if mask is None else p * mask
             owner, local = _global_sample_index(u, p, axis_name)
             cand = jnp.full((trials,), -1, jnp.int32)
             cx = _global_take(X, owner, local, axis_name)
@@ -578,7 +583,9 @@ def _kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_res
         if init is not None:
             return init - shift
         if init_random:
-            idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False)
+            # with probabilities (uniform over the real rows), so that padding rows change no draw
+            p = jnp.ones((X.shape[0],), X.dtype) if mask is None else mask
+            idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False, p=p / jnp.sum(p))
             return X[idx] - shift
         return kmeans_plusplus(key, X, n_clusters, sample_weight if weighted else None, block_size=block_size,
                                mask=mask, axis_name=axis_name)[0] - shift
@@ -640,9 +647,17 @@ def kmeans(
     k, form = key_form(key)
     if form != "one":
         raise ValueError(f"key must be one PRNG key (jax.random.key(seed)), got shape {k.shape} and dtype {k.dtype}")
-    bounds = use_bounds(algorithm, X.shape[0])
+    n = X.shape[0]
+    bounds = use_bounds(algorithm, n)
+    weighted, mask = True, None
+    if not any(isinstance(a, jax.core.Tracer) for a in (k, X, sample_weight, init_centers)):
+        # a row bucket (as fit): nearby row counts share one compiled program; the padding rows weigh 0, are never
+        # drawn as seeds, never count as changed and never fill an empty cluster
+        weighted = sample_weight is not None
+        X, sample_weight, mask, padded = pad_rows(X, sample_weight)
+        weighted = weighted or not padded
     bs = kmeans_block_size(block_size, X.shape[0], n_clusters)
-    return _kmeans_jit(
+    res = _kmeans_jit(
         k,
         X,
         sample_weight,
@@ -655,7 +670,10 @@ def kmeans(
         init_random=(isinstance(init, str) and init == "random"),
         split_key=True,
         bounds=bounds,
+        mask=mask,
+        weighted=weighted,
     )
+    return res if mask is None else res._replace(labels=res.labels[:n])
 
 
 @partial(jax.jit, static_argnames=("block_size",))
@@ -675,5 +693,10 @@ def kmeans_predict(X, centers, block_size=None):
                          f"{centers.shape})")
     if block_size is not None:
         block_size = check_positive_int(block_size, "block_size")
-    bs = resolve_block_size(block_size, X.shape[0], centers.shape[0], X.shape[1])
-    return _kmeans_predict(X, centers.astype(X.dtype), bs)
+    centers = centers.astype(X.dtype)
+    if any(isinstance(a, jax.core.Tracer) for a in (X, centers)):
+        return _kmeans_predict(X, centers, resolve_block_size(block_size, X.shape[0], centers.shape[0], X.shape[1]))
+    n = X.shape[0]
+    Xp, _, _, padded = pad_rows(X)  # the row bucket (as fit and kmeans), cut back on the host
+    labels = _kmeans_predict(Xp, centers, resolve_block_size(block_size, Xp.shape[0], centers.shape[0], X.shape[1]))
+    return jnp.asarray(np.asarray(labels)[:n]) if padded else labels

@@ -9,13 +9,15 @@ shapes), then calls a jitted core with the covariance type static.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
-from gmm_jax._blocks import resolve_block_size, row_map
+from gmm_jax._blocks import pad_rows, resolve_block_size, row_map
 from gmm_jax._validation import check_component, check_positive_int, model_inputs, model_params
 from gmm_jax.em import log_prob_centered
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
@@ -30,13 +32,17 @@ def _bs(X, params):
     return resolve_block_size(None, X.shape[0], params.means.shape[0], params.means.shape[1])
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _predict_log_proba(X, params: GMMParams, covariance_type: str):
+def _log_proba(X, params: GMMParams, covariance_type: str):
     def f(x):
         lj = _row_log_joint(x, params, covariance_type)
         return lj - logsumexp(lj)
 
     return row_map(f, X, _bs(X, params))
+
+
+_predict_log_proba = jax.jit(_log_proba, static_argnames=("covariance_type",))
+_predict_proba = jax.jit(lambda X, params, covariance_type: jnp.exp(_log_proba(X, params, covariance_type)),
+                         static_argnames=("covariance_type",))
 
 
 @partial(jax.jit, static_argnames=("covariance_type",))
@@ -46,44 +52,76 @@ def _predict(X, params: GMMParams, covariance_type: str):
 
 @partial(jax.jit, static_argnames=("covariance_type",))
 def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full"):
-    """Per-point log-likelihood log p(x_i) (n,), over row blocks.  Inputs unchecked (the jitted core of
-    :func:`score`, :func:`bic`, :func:`aic` and scikit-learn's ``score_samples``, whose callers check them)."""
+    """Per-point log-likelihood log p(x_i) (n,), over row blocks.  Inputs unchecked (the jitted core of the
+    checked functions here and of scikit-learn's ``score_samples``)."""
     return row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params))
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def _weighted_log_likelihood(X, w, params: GMMParams, covariance_type: str):
+    return jnp.sum(w * row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params)))
+
+
+def _traced(X, params) -> bool:
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((X, params)))
+
+
+def per_row(core, X, params: GMMParams, covariance_type: str):
+    """``core(X, params, covariance_type)`` (a jitted per-row function) on checked inputs.  Outside a caller's jit
+    X is padded to its row bucket (:func:`gmm_jax._blocks.row_bucket`) and the result cut back to n rows on the
+    host, so that nearby row counts share one compiled program."""
+    X, params = model_inputs(X, params, covariance_type)
+    if _traced(X, params):
+        return core(X, params, covariance_type)
+    n = X.shape[0]
+    Xp, _, _, padded = pad_rows(X)
+    out = core(Xp, params, covariance_type)
+    return jnp.asarray(np.asarray(out)[:n]) if padded else out
+
+
+def _total_log_likelihood(X, params: GMMParams, covariance_type: str):
+    """(sum_i log p(x_i), n, params) on checked inputs, X padded to its row bucket (the padding rows weigh 0)."""
+    X, params = model_inputs(X, params, covariance_type)
+    n = X.shape[0]
+    Xp, w, _, padded = (X, None, None, False) if _traced(X, params) else pad_rows(X)
+    if not padded:
+        return jnp.sum(score_samples_blocked(X, params, covariance_type)), n, params
+    return _weighted_log_likelihood(Xp, w, params, covariance_type), n, params
 
 
 def predict_log_proba(X, params: GMMParams, covariance_type: str = "full"):
     """Log-responsibilities (n, K) = the E-step, computed over row blocks."""
-    return _predict_log_proba(*model_inputs(X, params, covariance_type), covariance_type)
+    return per_row(_predict_log_proba, X, params, covariance_type)
 
 
 def predict_proba(X, params: GMMParams, covariance_type: str = "full"):
     """Posterior probabilities p(z = k | x_i) (n, K); rows sum to one."""
-    return jnp.exp(predict_log_proba(X, params, covariance_type))
+    return per_row(_predict_proba, X, params, covariance_type)
 
 
 def predict(X, params: GMMParams, covariance_type: str = "full"):
     """Most probable component (n,) int32 (maximum a posteriori)."""
-    return _predict(*model_inputs(X, params, covariance_type), covariance_type)
+    return per_row(_predict, X, params, covariance_type)
 
 
 def score(X, params: GMMParams, covariance_type: str = "full"):
     """Mean per-point log-likelihood (scikit-learn's ``score``)."""
-    return jnp.mean(score_samples_blocked(*model_inputs(X, params, covariance_type), covariance_type))
+    total, n, _ = _total_log_likelihood(X, params, covariance_type)
+    return total / n
 
 
 def bic(X, params: GMMParams, covariance_type: str = "full"):
     """Bayesian information criterion ``-2 log L + p log n`` (lower is better)."""
-    X, params = model_inputs(X, params, covariance_type)
+    total, n, params = _total_log_likelihood(X, params, covariance_type)
     k, d = params.means.shape
-    log_l = jnp.sum(score_samples_blocked(X, params, covariance_type))
-    return -2.0 * log_l + n_parameters(covariance_type, k, d) * jnp.log(X.shape[0])
+    return -2.0 * total + n_parameters(covariance_type, k, d) * math.log(n)
 
 
 def aic(X, params: GMMParams, covariance_type: str = "full"):
     """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
-    X, params = model_inputs(X, params, covariance_type)
+    total, _, params = _total_log_likelihood(X, params, covariance_type)
     k, d = params.means.shape
-    return -2.0 * jnp.sum(score_samples_blocked(X, params, covariance_type)) + 2.0 * n_parameters(covariance_type, k, d)
+    return -2.0 * total + 2.0 * n_parameters(covariance_type, k, d)
 
 
 def _transform_noise(z, labels, params: GMMParams, covariance_type: str, block_size: int):

@@ -184,7 +184,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return np.asarray(model.predict_proba(self._check_X(X), self._params(), self.covariance_type))
 
     def score_samples(self, X):
-        return np.asarray(model.score_samples_blocked(self._check_X(X), self._params(), self.covariance_type))
+        return np.asarray(model.per_row(model.score_samples_blocked, self._check_X(X), self._params(),
+                                         self.covariance_type))
 
     def score(self, X, y=None):
         return float(np.mean(self.score_samples(X)))
