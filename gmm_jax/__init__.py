@@ -5,6 +5,7 @@ Layers: math (pure, whole-array: :mod:`gmm_jax.em`, :mod:`gmm_jax.params`), algo
 batches: :func:`fit_stream`, :func:`fit_online`), model functions (:mod:`gmm_jax.model`).
 """
 
+from gmm_jax._blocks import set_row_buckets
 from gmm_jax.em import (
     SuffStats,
     add_stats,
@@ -95,6 +96,7 @@ __all__ = [
     "row_mesh",
     "sample",
     "sample_component",
+    "set_row_buckets",
     "score",
     "score_samples",
     "shard_process_rows",

@@ -22,6 +22,16 @@ def test_row_buckets_are_few_and_tight():
     assert np.all(b[ns < BUCKET_MAX_ROWS] < BUCKET_MAX_ROWS)  # never into the product-form / compiler-option sizes
     assert len(set(b[ns < BUCKET_MAX_ROWS].tolist())) == 33  # 16383 row counts, 33 programs
     assert [row_bucket(n) for n in (65, 128, 129, 150, 2000, 2049)] == [80, 128, 160, 160, 2048, 2560]
+    previous = gmm_jax.set_row_buckets(50)
+    try:
+        assert [row_bucket(n) for n in (5, 49, 50, 3000)] == [49, 49, 50, 3000]
+        gmm_jax.set_row_buckets(0)
+        assert [row_bucket(n) for n in (1, 65, 3000)] == [1, 65, 3000]
+        for bad in (-1, 16385, 2.0, True):
+            with pytest.raises(ValueError, match=r"max_rows must be an integer in \[0, 16384\]"):
+                gmm_jax.set_row_buckets(bad)
+    finally:
+        assert gmm_jax.set_row_buckets(previous) == 0
 
 
 def _blobs(n, seed=0):
