@@ -202,3 +202,13 @@ def pad_rows(X, sample_weight=None):
     w = mask if sample_weight is None else np.concatenate([np.asarray(sample_weight, x.dtype), np.zeros((extra,), x.dtype)])
     xp = np.concatenate([x, np.broadcast_to(x[:1], (extra, x.shape[1]))])
     return jnp.asarray(xp), jnp.asarray(w), jnp.asarray(mask), True
+
+
+def bucket_rows(X, sample_weight, traced: bool):
+    """What fit, initialize and kmeans pass to their programs: (X, weights, mask, weighted).  Outside a caller's jit
+    (``traced`` False) X is padded to its row bucket by :func:`pad_rows`; ``weighted`` says whether the weights are
+    sample weights (else they are only the mask, or None: no padding and no weights)."""
+    if traced:
+        return X, sample_weight, None, True
+    Xp, w, mask, padded = pad_rows(X, sample_weight)
+    return Xp, w, mask, sample_weight is not None or not padded

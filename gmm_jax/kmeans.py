@@ -24,6 +24,7 @@ from gmm_jax._blocks import (
     balanced_block_size,
     block_reduce,
     block_slices,
+    bucket_rows,
     data_shift,
     n_blocks,
     on_accelerator,
@@ -649,13 +650,10 @@ def kmeans(
         raise ValueError(f"key must be one PRNG key (jax.random.key(seed)), got shape {k.shape} and dtype {k.dtype}")
     n = X.shape[0]
     bounds = use_bounds(algorithm, n)
-    weighted, mask = True, None
-    if not any(isinstance(a, jax.core.Tracer) for a in (k, X, sample_weight, init_centers)):
-        # a row bucket (as fit): nearby row counts share one compiled program; the padding rows weigh 0, are never
-        # drawn as seeds, never count as changed and never fill an empty cluster
-        weighted = sample_weight is not None
-        X, sample_weight, mask, padded = pad_rows(X, sample_weight)
-        weighted = weighted or not padded
+    # a row bucket (as fit): nearby row counts share one compiled program; the padding rows weigh 0, are never
+    # drawn as seeds, never count as changed and never fill an empty cluster
+    traced = any(isinstance(a, jax.core.Tracer) for a in (k, X, sample_weight, init_centers))
+    X, sample_weight, mask, weighted = bucket_rows(X, sample_weight, traced)
     bs = kmeans_block_size(block_size, X.shape[0], n_clusters)
     res = _kmeans_jit(
         k,
