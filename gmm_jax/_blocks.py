@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -198,10 +200,16 @@ def pad_rows(X, sample_weight=None):
         return X, sample_weight, None, False
     x = np.asarray(X)
     extra = rows - n
-    mask = np.concatenate([np.ones((n,), x.dtype), np.zeros((extra,), x.dtype)])
-    w = mask if sample_weight is None else np.concatenate([np.asarray(sample_weight, x.dtype), np.zeros((extra,), x.dtype)])
-    xp = np.concatenate([x, np.broadcast_to(x[:1], (extra, x.shape[1]))])
-    return jnp.asarray(xp), jnp.asarray(w), jnp.asarray(mask), True
+    mask = _row_mask(n, rows, x.dtype)
+    w = mask if sample_weight is None else jnp.asarray(
+        np.concatenate([np.asarray(sample_weight, x.dtype), np.zeros((extra,), x.dtype)]))
+    return jnp.asarray(np.concatenate([x, np.broadcast_to(x[:1], (extra, x.shape[1]))])), w, mask, True
+
+
+@functools.lru_cache(maxsize=64)
+def _row_mask(n: int, rows: int, dtype) -> jax.Array:
+    """(rows,) 1 on the first n rows, 0 after (kept: a host-to-device copy less per call)."""
+    return jnp.asarray(np.concatenate([np.ones((n,), dtype), np.zeros((rows - n,), dtype)]))
 
 
 def bucket_rows(X, sample_weight, traced: bool):

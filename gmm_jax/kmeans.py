@@ -161,6 +161,11 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
         else:
             c0 = _global_take(X, *_global_sample_index(_uniform(bits[0], X.dtype), w, axis_name), axis_name)
     d2 = row_map(lambda x: jnp.sum(jnp.square(x - c0)), X, bs)
+    if mask is not None:
+        # padding rows get D(x)^2 = 0 once, and keep it (d2 only decreases): never drawn, nothing in a candidate's
+        # potential.  Weighting the potentials and the probabilities by the mask instead made the seeding of 32
+        # vmapped restarts at n=2000 (padded to 2048) 4-5x slower (9.2 against 1.7 ms).
+        d2 = d2 * mask
     centers = jnp.zeros((n_clusters, d), X.dtype).at[0].set(c0)
     idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first)
 
@@ -168,7 +173,6 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
         centers, idx, d2 = state
         # D^2 sampling: `trials` candidates with probability proportional to w_i D(x_i)^2
         p = d2 if w is None else w * d2
-        p = p if mask is None else p * mask
         u = _uniform(lax.dynamic_slice_in_dim(bits, 1 + (c - 1) * trials, trials), X.dtype)
         if axis_name is None:
             cand = _sample_index(u, p)
@@ -187,7 +191,7 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
                 return jnp.sum(wb[None, :] * jnp.minimum(db[None, :], dd), axis=1)
             return wb @ jnp.minimum(db[:, None], jax.vmap(lambda x: sq_distances(x, cx))(xb))
 
-        pots = block_reduce(pot, X, bs, sample_weight if sample_weight is not None else mask, axis_name)
+        pots = block_reduce(pot, X, bs, sample_weight, axis_name)
         b = jnp.argmin(pots)
         cb = cx[b]
         d2 = jnp.minimum(d2, row_map(lambda x: jnp.sum(jnp.square(x - cb)), X, bs))
