@@ -160,18 +160,20 @@ def data_shift(X: jax.Array, block_size: int, sample_weight=None, axis_name=None
 # Row buckets.  fit, initialize, kmeans and the model functions pad X with zero-weight rows (copies of its first row,
 # marked by a mask) up to a bucket below this many rows, so that data sets of nearby sizes share one compiled
 # program: a new row count otherwise costs a whole compilation (1.7-1.9 s for a default fit on a 2-core CPU).  Four
-# buckets per octave: at most 25% more rows.  The price, measured on this machine (interleaved, best of 30): a
-# default fit at n=2000, d=2, K=5 1.19 -> 1.55 ms, at n=10000, d=8 6.0 -> 6.7 ms, at n=5000, d=16, K=8 10.9 -> 11.4
-# ms; kmeans 0.56 -> 0.89 ms and 3.1 -> 4.4 ms (the weighted passes and the padding itself, ~0.1 ms).  From this
-# size on no padding: the pass dominates and the compilation is amortised.  set_row_buckets(0) turns it off.
+# buckets per octave: at most 25% more rows.  The price, measured on this machine at n=2000, d=2, K=5
+# (interleaved, best of 25): a default fit 1.50 -> 1.74 ms, 32 restarts 21.3 -> 23.1 ms; kmeans 0.68 -> 0.96 ms, 32
+# restarts 9.7 -> 10.8 ms (the weighted passes and the padding itself, 0.03 ms); a first compilation ~0.2 s more
+# (median of five fresh processes 1.84 against 1.60 s).  From this size on no padding: the pass dominates and the
+# compilation is amortised.  set_row_buckets(0) turns it off.
 BUCKET_MAX_ROWS = 16384
 
 
 def set_row_buckets(max_rows: int) -> int:
     """Pad X to a row bucket below ``max_rows`` rows (default 16384; at most 16384, where the product-form passes
     and compiler options begin), or never with 0; returns the previous value.  Padding saves a compilation
-    (1.5-1.9 s) for every new row count that falls in a bucket already compiled, and costs up to ~0.4 ms per call
-    (more rows, weighted passes): turn it off for many calls on one row count where that matters."""
+    (1.5-1.9 s) for every new row count that falls in a bucket already compiled, and costs a little per call (at
+    n=2000, d=2, K=5: 0.25 ms of a 1.5 ms fit, 1.8 ms of 21 ms for 32 restarts) and ~0.2 s of a first compilation:
+    turn it off for many calls on one row count where that matters."""
     global BUCKET_MAX_ROWS
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 0 <= max_rows <= 16384:
         raise ValueError(f"max_rows must be an integer in [0, 16384], got {max_rows!r}")
