@@ -675,7 +675,8 @@ def kmeans(
         mask=mask,
         weighted=weighted,
     )
-    return res if mask is None else res._replace(labels=res.labels[:n])
+    # labels cut back to n rows on the host (an eager slice would compile once per row count)
+    return res if mask is None else res._replace(labels=jnp.asarray(np.asarray(res.labels)[:n]))
 
 
 @partial(jax.jit, static_argnames=("block_size",))
