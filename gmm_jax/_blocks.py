@@ -222,3 +222,14 @@ def bucket_rows(X, sample_weight, traced: bool):
         return X, sample_weight, None, True
     Xp, w, mask, padded = pad_rows(X, sample_weight)
     return Xp, w, mask, sample_weight is not None or not padded
+
+
+def bucketed_rows(core, X, *args):
+    """``core(X, *args)`` (a jitted function whose output has one row per row of X) on X padded to its row bucket and
+    cut back to X's rows on the host (an eager slice would compile once per row count); as it is inside a caller's
+    jit."""
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((X, args))):
+        return core(X, *args)
+    Xp, _, _, padded = pad_rows(X)
+    out = core(Xp, *args)
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[:X.shape[0]]), out) if padded else out

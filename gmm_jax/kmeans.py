@@ -25,10 +25,10 @@ from gmm_jax._blocks import (
     block_reduce,
     block_slices,
     bucket_rows,
+    bucketed_rows,
     data_shift,
     n_blocks,
     on_accelerator,
-    pad_rows,
     psum,
     resolve_block_size,
     row_map,
@@ -680,8 +680,17 @@ def kmeans(
 
 
 @partial(jax.jit, static_argnames=("block_size",))
-def _kmeans_predict(X, centers, block_size: int):
-    return row_map(lambda x: jnp.argmin(sq_distances(x, centers)).astype(jnp.int32), X, block_size)
+def _kmeans_predict(X, centers, block_size=None):
+    bs = resolve_block_size(block_size, X.shape[0], centers.shape[0], X.shape[1])
+    return row_map(lambda x: jnp.argmin(sq_distances(x, centers)).astype(jnp.int32), X, bs)
+
+
+@jax.jit
+def center_distances(X, centers):
+    """Euclidean distances (n, K) of every row of X to every centre (scikit-learn's ``KMeans.transform``), over row
+    blocks."""
+    bs = resolve_block_size(None, X.shape[0], centers.shape[0], X.shape[1])
+    return row_map(lambda x: jnp.sqrt(jnp.maximum(sq_distances(x, centers), 0.0)), X, bs)
 
 
 def kmeans_predict(X, centers, block_size=None):
@@ -696,10 +705,4 @@ def kmeans_predict(X, centers, block_size=None):
                          f"{centers.shape})")
     if block_size is not None:
         block_size = check_positive_int(block_size, "block_size")
-    centers = centers.astype(X.dtype)
-    if any(isinstance(a, jax.core.Tracer) for a in (X, centers)):
-        return _kmeans_predict(X, centers, resolve_block_size(block_size, X.shape[0], centers.shape[0], X.shape[1]))
-    n = X.shape[0]
-    Xp, _, _, padded = pad_rows(X)  # the row bucket (as fit and kmeans), cut back on the host
-    labels = _kmeans_predict(Xp, centers, resolve_block_size(block_size, Xp.shape[0], centers.shape[0], X.shape[1]))
-    return jnp.asarray(np.asarray(labels)[:n]) if padded else labels
+    return bucketed_rows(_kmeans_predict, X, centers.astype(X.dtype), block_size)  # the row bucket, as fit and kmeans

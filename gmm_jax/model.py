@@ -14,10 +14,9 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.scipy.special import logsumexp
 
-from gmm_jax._blocks import pad_rows, resolve_block_size, row_map
+from gmm_jax._blocks import bucketed_rows, pad_rows, resolve_block_size, row_map
 from gmm_jax._validation import check_component, check_positive_int, model_inputs, model_params
 from gmm_jax.em import log_prob_centered
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
@@ -71,12 +70,7 @@ def per_row(core, X, params: GMMParams, covariance_type: str):
     X is padded to its row bucket (:func:`gmm_jax._blocks.row_bucket`) and the result cut back to n rows on the
     host, so that nearby row counts share one compiled program."""
     X, params = model_inputs(X, params, covariance_type)
-    if _traced(X, params):
-        return core(X, params, covariance_type)
-    n = X.shape[0]
-    Xp, _, _, padded = pad_rows(X)
-    out = core(Xp, params, covariance_type)
-    return jnp.asarray(np.asarray(out)[:n]) if padded else out
+    return bucketed_rows(core, X, params, covariance_type)
 
 
 def _total_log_likelihood(X, params: GMMParams, covariance_type: str):

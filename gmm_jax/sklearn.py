@@ -247,9 +247,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return np.asarray(kmeans_predict(self._check_X(X), jnp.asarray(self.cluster_centers_)))
 
     def transform(self, X):
+        from gmm_jax._blocks import bucketed_rows
+        from gmm_jax.kmeans import center_distances
+
         Xj = self._check_X(X)
-        c = jnp.asarray(self.cluster_centers_)
-        return np.asarray(jnp.sqrt(jnp.maximum(jax.vmap(lambda x: jnp.sum(jnp.square(x - c), -1))(Xj), 0.0)))
+        return np.asarray(bucketed_rows(center_distances, Xj, jnp.asarray(self.cluster_centers_, Xj.dtype)))
 
     def score(self, X, y=None, sample_weight=None):
         d = self.transform(X).min(axis=1) ** 2
