@@ -97,7 +97,7 @@ class StreamResult(NamedTuple):
     Attributes:
       params: final ``GMMParams`` (the last finite M-step).
       trace: (n_iter,) mean log-likelihood of each iteration's E-step.
-      n_iter: passes over the data.
+      n_iter: EM iterations completed (a pass over the data and a finite M-step each; ``len(trace)``).
       converged: whether the change of the mean log-likelihood fell below ``tol`` before ``max_iter``.
       finite: whether every pass gave a finite log-likelihood and M-step (if not, the loop stopped there and
         ``params`` are the previous ones).
