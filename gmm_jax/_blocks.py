@@ -224,11 +224,16 @@ def bucket_rows(X, sample_weight, traced: bool):
     return Xp, w, mask, sample_weight is not None or not padded
 
 
+def any_traced(*trees) -> bool:
+    """Whether any leaf of ``trees`` is a tracer (the call is inside a caller's jit: nothing is padded there)."""
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(trees))
+
+
 def bucketed_rows(core, X, *args):
     """``core(X, *args)`` (a jitted function whose output has one row per row of X) on X padded to its row bucket and
     cut back to X's rows on the host (an eager slice would compile once per row count); as it is inside a caller's
     jit."""
-    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((X, args))):
+    if any_traced(X, args):
         return core(X, *args)
     Xp, _, _, padded = pad_rows(X)
     out = core(Xp, *args)

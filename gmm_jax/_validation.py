@@ -124,28 +124,26 @@ def check_n_samples(n: int, n_components: int, what: str = "n_components") -> No
         raise ValueError(f"too few points: n_samples={n} must be >= {what}={n_components}")
 
 
-def _check_params_shapes(params: GMMParams, covariance_type: str, n_components: int, n_features: int) -> None:
+def _check_params_shapes(params: GMMParams, covariance_type: str, n_components: int, n_features: int,
+                         name: str) -> None:
     """Shapes of ``params`` against K, D and the covariance type (static: checked for traced parameters too)."""
     if not isinstance(params, GMMParams):
-        raise ValueError(f"init_params must be a GMMParams, got {type(params).__name__}")
+        raise ValueError(f"{name} must be a GMMParams, got {type(params).__name__}")
     lw, means, pc = (tuple(np.shape(p)) for p in params)
     if lw != (n_components,):
-        raise ValueError(f"init_params.log_weights must have shape ({n_components},), got {lw}")
+        raise ValueError(f"{name}.log_weights must have shape ({n_components},), got {lw}")
     if means != (n_components, n_features):
-        raise ValueError(f"init_params.means must have shape ({n_components}, {n_features}), got {means}")
+        raise ValueError(f"{name}.means must have shape ({n_components}, {n_features}), got {means}")
     want = prec_chol_shape(covariance_type, n_components, n_features)
     if pc != want:
-        raise ValueError(f"init_params.prec_chol for covariance_type={covariance_type!r} must have shape {want}, got {pc}")
+        raise ValueError(f"{name}.prec_chol for covariance_type={covariance_type!r} must have shape {want}, got {pc}")
 
 
 def validate_params(params: GMMParams, covariance_type: str, n_components: int, n_features: int, dtype, atol=None,
                     name: str = "init_params"):
     """Check explicit parameters: shapes, finite values, weights summing to one, positive-definite factors.
     Traced parameters get the shape checks only.  ``name`` is how error messages call them."""
-    try:
-        _check_params_shapes(params, covariance_type, n_components, n_features)
-    except ValueError as e:
-        raise ValueError(str(e).replace("init_params", name)) from None
+    _check_params_shapes(params, covariance_type, n_components, n_features, name)
     if any(_is_traced(p) for p in params):
         return GMMParams(*(jnp.asarray(p, dtype) for p in params))
     lw = np.asarray(params.log_weights, dtype=np.float64)

@@ -21,6 +21,7 @@ from jax import lax
 from jax.scipy.special import logsumexp
 
 from gmm_jax._blocks import (
+    any_traced,
     block_reduce,
     block_slices,
     bucket_rows,
@@ -782,7 +783,7 @@ def fit(
                              f"{progress!r}")
         if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
             raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
-    traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((keys, X, w, init_params)))
+    traced = any_traced(keys, X, w, init_params)
     X, w, mask, weighted = bucket_rows(X, w, traced)  # nearby row counts share one compiled fit
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts)
     statics = dict(n_components=n_components, covariance_type=covariance_type,
@@ -814,7 +815,7 @@ def initialize(key, X, n_components: int, *, covariance_type: str = "full", init
     from gmm_jax._validation import validate_fit
 
     X, w, _ = validate_fit(X, n_components, covariance_type, init, None, 1, 0.0, reg_covar, sample_weight, 1)
-    X, w, mask, weighted = bucket_rows(X, w, any(isinstance(a, jax.core.Tracer) for a in (key, X, w)))  # as fit
+    X, w, mask, weighted = bucket_rows(X, w, any_traced(key, X, w))  # as fit
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1])
     return _init_jit(key, X, w, jnp.asarray(reg_covar, X.dtype), mask, n_components=n_components,
                      covariance_type=covariance_type, init=init, block_size=bs, weighted=weighted)

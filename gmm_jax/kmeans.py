@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 
 from gmm_jax._blocks import (
+    any_traced,
     balanced_block_size,
     block_reduce,
     block_slices,
@@ -656,8 +657,7 @@ def kmeans(
     bounds = use_bounds(algorithm, n)
     # a row bucket (as fit): nearby row counts share one compiled program; the padding rows weigh 0, are never
     # drawn as seeds, never count as changed and never fill an empty cluster
-    traced = any(isinstance(a, jax.core.Tracer) for a in (k, X, sample_weight, init_centers))
-    X, sample_weight, mask, weighted = bucket_rows(X, sample_weight, traced)
+    X, sample_weight, mask, weighted = bucket_rows(X, sample_weight, any_traced(k, X, sample_weight, init_centers))
     bs = kmeans_block_size(block_size, X.shape[0], n_clusters)
     res = _kmeans_jit(
         k,

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from gmm_jax._blocks import bucketed_rows, pad_rows, resolve_block_size, row_map
+from gmm_jax._blocks import any_traced, bucket_rows, bucketed_rows, resolve_block_size, row_map
 from gmm_jax._validation import check_component, check_positive_int, model_inputs, model_params
 from gmm_jax.em import log_prob_centered
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
@@ -58,11 +58,9 @@ def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full"):
 
 @partial(jax.jit, static_argnames=("covariance_type",))
 def _weighted_log_likelihood(X, w, params: GMMParams, covariance_type: str):
-    return jnp.sum(w * row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params)))
-
-
-def _traced(X, params) -> bool:
-    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((X, params)))
+    """sum_i w_i log p(x_i) (w None: unweighted), over row blocks."""
+    ll = row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params))
+    return jnp.sum(ll if w is None else w * ll)
 
 
 def per_row(core, X, params: GMMParams, covariance_type: str):
@@ -76,11 +74,8 @@ def per_row(core, X, params: GMMParams, covariance_type: str):
 def _total_log_likelihood(X, params: GMMParams, covariance_type: str):
     """(sum_i log p(x_i), n, params) on checked inputs, X padded to its row bucket (the padding rows weigh 0)."""
     X, params = model_inputs(X, params, covariance_type)
-    n = X.shape[0]
-    Xp, w, _, padded = (X, None, None, False) if _traced(X, params) else pad_rows(X)
-    if not padded:
-        return jnp.sum(score_samples_blocked(X, params, covariance_type)), n, params
-    return _weighted_log_likelihood(Xp, w, params, covariance_type), n, params
+    Xp, w, _, _ = bucket_rows(X, None, any_traced(X, params))  # w: None, or the mask of the padded rows
+    return _weighted_log_likelihood(Xp, w, params, covariance_type), X.shape[0], params
 
 
 def predict_log_proba(X, params: GMMParams, covariance_type: str = "full"):
