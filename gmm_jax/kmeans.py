@@ -334,16 +334,8 @@ def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_na
 
     s0 = (jnp.zeros((), jnp.int32), centers, jnp.full((n,), -1, jnp.int32), jnp.array(False), jnp.array(False))
     if bounds:
-        k, dt = centers.shape[0], X.dtype
-        zk = (jnp.zeros((k, X.shape[1]), dt), jnp.zeros((k,), dt))
-        geometry = (jnp.zeros((k,), dt), jnp.zeros((k,), dt), jnp.max(jnp.sum(jnp.square(centers), axis=1)))
-        x2 = row_map(lambda x: jnp.sum(jnp.square(x - shift)), X, bs)  # ||x - shift||^2, read by the sparse steps
-        cap = _cache_capacity(n, bs, X.shape[1])
-        cache = (jnp.full((cap + bs,), n, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((cap + bs, X.shape[1]), dt),
-                 jnp.zeros((n,), bool))
-        extra = (jnp.full((n,), jnp.inf, dt), jnp.zeros((n,), dt), x2) + zk + (geometry, cache)
         body = partial(_lloyd_bounds_body, X, w, shift, tol, bs, mask, axis_name)
-        out = lax.while_loop(cond, body, s0 + extra)
+        out = lax.while_loop(cond, body, s0 + _bounds_state(X, shift, centers, bs))
         n_iter, centers, labels, done, strict = out[:5]
     else:
         n_iter, centers, labels, done, strict = lax.while_loop(cond, plain_body, s0)
@@ -367,6 +359,9 @@ KMEANS_ALGORITHMS = ("auto", "lloyd", "hamerly")
 # cache made an iteration at n=1e5, K=16 faster (2.9 against 3.4-4.2 ms), at d=16 slower (47.5 against 35 ms at
 # n=1e6, K=64, where the open set also changes more between iterations).
 _CACHE_MIN_FEATURES = 32
+# The open points' last, partial chunk is processed in chunks of 1/_SMALL_DIV the size (late iterations often have
+# a few thousand open points against chunks of 8-16k rows).
+_SMALL_DIV = 4
 
 
 def _cache_capacity(n: int, chunk: int, d: int) -> int:
@@ -389,23 +384,41 @@ def use_bounds(algorithm: str, n: int) -> bool:
     return algorithm == "hamerly"
 
 
+def _bounds_state(X, shift, centers, bs):
+    """The bounded iteration's loop state after Lloyd's (i, centres, labels, done, strict): bounds (every point
+    open), ||x - shift||^2, carried sums and counts, the centres' geometry and the cache of open rows."""
+    n, d = X.shape
+    k, dt = centers.shape[0], X.dtype
+    zk = (jnp.zeros((k, d), dt), jnp.zeros((k,), dt))
+    geometry = (jnp.zeros((k,), dt), jnp.zeros((k,), dt), jnp.max(jnp.sum(jnp.square(centers), axis=1)))
+    x2 = row_map(lambda x: jnp.sum(jnp.square(x - shift)), X, bs)  # read by the sparse steps
+    cap = _cache_capacity(n, bs, d)
+    cache = (jnp.full((cap + bs,), n, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((cap + bs, d), dt),
+             jnp.zeros((n,), bool))
+    return (jnp.full((n,), jnp.inf, dt), jnp.zeros((n,), dt), x2) + zk + (geometry, cache)
+
+
 def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     """One Lloyd iteration with Hamerly's bounds (Hamerly, "Making k-means even faster", SDM 2010).
 
-    Per point: ``u`` >= distance to its assigned centre, ``l`` <= distance to every other centre.  A point keeps its
-    label without any distance computation when ``u < l`` or ``u < s_a`` (half the distance from its centre to
-    the nearest other centre), each with a margin for rounding.  The squared distances Lloyd's pass computes,
-    ``||x||^2 - 2 x.c + ||c||^2``, are off from the exact ones by at most ``E = (D + 2) eps (||x||^2 + max ||c||^2)``
-    (first order), their square roots by at most ``sqrt(E)``; with ``m = sqrt(2 E)`` the bounds are made bounds on
-    the exact distances (``u = sqrt(computed) + m``, ``l = sqrt(computed) - m``, then moved by the centres' shifts)
-    and a point is skipped only if ``u + 2 m < l`` or ``u + m < s_a`` (``m`` with the current centres).  Then the
-    exact distance to every other centre exceeds the assigned one's by more than ``2 m``, the squared distances by
-    more than ``4 m^2 = 8 E``, so the computed squared distances keep their order and the full pass would have
-    given the same label (ties, which the full pass breaks to the lowest index, never pass the test).  Every other
-    point gets the full pass's computation (:func:`_assign_block_bounds`, chunk by chunk).  The sums of the points by
-    label (local to a device when sharded) are carried and updated by the points whose label changed; a full pass
-    recomputes them.  Empty clusters: the exact distances the relocation needs come from one full pass, as in the
-    plain iteration.
+    Per point: ``u`` >= distance to its assigned centre ``a``, ``l`` <= distance to every other centre.  A point keeps
+    its label without any distance computation when its bounds prove that Lloyd's full pass would give it the same
+    label in floating point, not only in exact arithmetic.  That pass orders the centres by ``||c||^2 - 2 x.c``,
+    whose computed values are off from the exact ones by at most ``E = (D + 2) eps (||x||^2 + max ||c||^2)`` (first
+    order; ``e = 2 E`` is used, to spare).  If the exact squared distances satisfy ``d_j^2 - d_a^2 > 2 e`` for every
+    ``j != a``, the computed ones keep that order and the label stays ``a`` (ties, which the full pass breaks to the
+    lowest index, never pass).  With ``d_j >= l`` and ``d_a <= u``: ``d_j^2 - d_a^2 = (d_j - d_a)(d_j + d_a) >=
+    (l - u) l``, so ``l > u`` and ``(l - u) l > 2 e`` settle the point; with ``s_a`` half the distance from ``c_a`` to
+    the nearest other centre, ``d_j >= 2 s_a - d_a`` gives ``(d_j - d_a)(d_j + d_a) >= 4 s_a (s_a - u)``, so ``s_a >
+    u`` and ``4 s_a (s_a - u) > 2 e`` settle it too.  The bounds are bounds on the exact distances: a computed
+    squared distance ``c`` off by at most ``e`` gives the distance to within ``min(sqrt(e), e / sqrt(c))``
+    (``|sqrt(c) - sqrt(c')| = |c - c'| / (sqrt(c) + sqrt(c'))``), added to ``u`` and subtracted from ``l``; then
+    each iteration moves ``u`` up by its centre's shift and ``l`` down by the largest shift of another centre, all
+    rounded outward.  (The uniform margin used before, ``2 sqrt(2 E)`` in distance, kept a quarter of the points
+    at n=1e5, d=64, K=16 open in every iteration.)  Every other point gets the full pass's computation
+    (:func:`_assign_block_bounds`, chunk by chunk).  The sums of the points by label (local to a device when
+    sharded) are carried and updated by the points whose label changed; a full pass recomputes them.  Empty
+    clusters: the exact distances the relocation needs come from one full pass, as in the plain iteration.
     """
     i, centers, labels_old, _, _, u, l, x2, sums_l, counts_l, (moved, half, c_max), cache = s
     n, d = X.shape
@@ -416,24 +429,43 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     # (half) and max ||c||^2 come in the loop state, computed at the end of the previous iteration: computed here,
     # XLA fuses these small reductions into the per-point loops that read them and recomputes them once per point
     # (the K x K minimum alone was 0.9 ms of a 4 ms iteration at n=1e5, K=16).
-    u = u + moved[jnp.maximum(labels_old, 0)]
+    # Outward rounding: the shifts up and the half-distances down (each a sum of D squares and a square root,
+    # relative error below (D + 2) eps), the moved bounds by the rounding of their own update.
+    moved = moved * (1 + (d + 2) * eps)
+    half = half * (1 - (d + 2) * eps)
+    u = (u + moved[jnp.maximum(labels_old, 0)]) * (1 + 2 * eps)
     if k > 1:
         top, arg = lax.top_k(moved, 2)
         l = l - jnp.where(labels_old == arg[0], top[1], top[0])
+        l = l - 2 * eps * jnp.abs(l)
 
-    def margin(xx):
-        return jnp.sqrt(2.0 * (d + 2) * eps * (xx + c_max))
+    def err(xx):  # twice the first-order bound E on the rounding error of a computed squared distance
+        return 2.0 * (d + 2) * eps * (xx + c_max)
 
-    m = margin(x2)
+    def slack(r, e):  # min(sqrt(e), e / r), without 0 / 0
+        return e / jnp.maximum(jnp.maximum(r, jnp.sqrt(e)), jnp.finfo(dt).tiny)
+
+    def upper(c, e):  # >= the exact distance when the computed squared distance c is off by at most e
+        r = jnp.sqrt(c)
+        return r + slack(r, e)
+
+    def lower(c, e):  # <= it
+        r = jnp.sqrt(c)
+        return r - slack(r, e)
+
+    e_pt = err(x2)
+    sa = half[jnp.maximum(labels_old, 0)]
+    settled = ((l > u) & ((l - u) * l > 2.0 * e_pt)) | ((sa > u) & (4.0 * sa * (sa - u) > 2.0 * e_pt))
     valid = jnp.ones((n,), bool) if mask is None else mask > 0
-    open_ = valid & (u + m >= half[jnp.maximum(labels_old, 0)]) & (u + 2.0 * m >= l)
+    open_ = valid & ~settled
     n_open = jnp.sum(open_, dtype=jnp.int32)
     n_valid = n if mask is None else jnp.sum(valid, dtype=jnp.int32)
 
     def dense():
         (lab, mind, m2, _), sums, counts, changed = _lloyd_pass(X, w, shift, centers, labels_old, bs, mask, None,
                                                                  second=True)
-        return lab, jnp.sqrt(mind) + m, jnp.sqrt(m2) - m, sums, counts, changed
+        ee = err(x2)
+        return lab, upper(mind, ee), lower(m2, ee), sums, counts, changed
 
     dense_taken = n_open > _BOUNDS_DENSE_FRACTION * n_valid
     labels, u, l, sums_l, counts_l, changed = lax.cond(
@@ -443,14 +475,14 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     # their rows are kept in a cache (up to 3/8 of n rows, read contiguously: gathering scattered rows from X costs
     # more than their distances there, and the open set changes little between iterations; below it the capacity is
     # 0 and the rows are gathered every time); points that open later are appended, and the cache is
-    # rebuilt from the open points when it has grown to more than twice their number.  No lax.cond carries the
+    # rebuilt from the open points when it holds more chunks than they need.  No lax.cond carries the
     # cache (a conditional copies what passes through it): loops simply run zero chunks when not needed.
     chunk = bs
     cap = _cache_capacity(n, chunk, d)
     cidx, ccount, xc, in_cache = cache
     sp = ~dense_taken
     n_new = jnp.sum(open_ & ~in_cache, dtype=jnp.int32)
-    use_cache = sp & (ccount > 0) & (ccount + n_new <= cap) & (ccount + n_new <= 2 * n_open + chunk)
+    use_cache = sp & (ccount > 0) & (ccount + n_new <= cap) & (-(-(ccount + n_new) // chunk) <= -(-n_open // chunk))
     rebuild = sp & ~use_cache & (n_open <= cap)
     gather_all = sp & ~use_cache & ~rebuild  # too many open points for the cache: gathered from X, not kept
     base_in = in_cache & use_cache
@@ -459,7 +491,7 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     base = jnp.where(use_cache, ccount, 0).astype(jnp.int32)
     sel = jnp.where(gather_all, open_, to_add)
     n_sel = jnp.where(gather_all, n_open, n_add).astype(jnp.int32)
-    n_pad = n_blocks(n, chunk) * chunk
+    n_pad = n_blocks(n, chunk) * chunk + chunk  # room for a last slice starting below n
 
     def compact():
         pos = lax.associative_scan(jnp.add, sel.astype(jnp.int32)) - 1
@@ -481,35 +513,42 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     ccount = jnp.where(use_cache | rebuild, base + n_add, 0).astype(jnp.int32)
 
     def run(rows_of, count, carry):
-        def step(c):
-            j, lab, uu, ll, sums, counts, chg = c
-            r, xs = rows_of(j)
-            ok = (j * chunk + jnp.arange(chunk)) < count
-            wr = jnp.ones((chunk,), dt) if w is None else w[r].astype(dt)
-            xx = x2[r]
-            new, mind, m2, _ = _assign_block_bounds(xs, centers, c_sq, xx)
-            mm = margin(xx)
-            old = labels_old[r]  # each point is in one chunk: reading the loop's own labels would copy them
-            rr = jnp.where(ok, r, n)
-            lab = lab.at[rr].set(new, mode="drop")
-            uu = uu.at[rr].set(jnp.sqrt(mind) + mm, mode="drop")
-            ll = ll.at[rr].set(jnp.sqrt(m2) - mm, mode="drop")
-            moved = ok & (new != old)
-            wm = jnp.where(moved, wr, 0)
-            wx = xs * wm[:, None]
-            sums = sums + jax.ops.segment_sum(wx, new, k) - jax.ops.segment_sum(wx, old, k)
-            counts = counts + jax.ops.segment_sum(wm, new, k) - jax.ops.segment_sum(wm, old, k)
-            return j + 1, lab, uu, ll, sums, counts, chg + jnp.sum(moved, dtype=jnp.int32)
+        """Rows [0, count) of ``rows_of``: whole chunks, then the rest in chunks of chunk / _SMALL_DIV rows."""
+        n_big = count // chunk
+        small = max(1, chunk // _SMALL_DIV)
 
-        out = lax.while_loop(lambda c: c[0] * chunk < count, step, (jnp.zeros((), jnp.int32),) + carry)
-        return out[1:]
+        def chunks(size, first, stop, c0):
+            def step(c):
+                j, lab, uu, ll, sums, counts, chg = c
+                start = first + j * size
+                r, xs = rows_of(start, size)
+                ok = (start + jnp.arange(size)) < count
+                wr = jnp.ones((size,), dt) if w is None else w[r].astype(dt)
+                xx = x2[r]
+                new, mind, m2, _ = _assign_block_bounds(xs, centers, c_sq, xx)
+                ee = err(xx)
+                old = labels_old[r]  # each point is in one chunk: reading the loop's own labels would copy them
+                rr = jnp.where(ok, r, n)
+                lab = lab.at[rr].set(new, mode="drop")
+                uu = uu.at[rr].set(upper(mind, ee), mode="drop")
+                ll = ll.at[rr].set(lower(m2, ee), mode="drop")
+                moved = ok & (new != old)
+                wm = jnp.where(moved, wr, 0)
+                wx = xs * wm[:, None]
+                sums = sums + jax.ops.segment_sum(wx, new, k) - jax.ops.segment_sum(wx, old, k)
+                counts = counts + jax.ops.segment_sum(wm, new, k) - jax.ops.segment_sum(wm, old, k)
+                return j + 1, lab, uu, ll, sums, counts, chg + jnp.sum(moved, dtype=jnp.int32)
 
-    def cached_rows(j):
-        return (lax.dynamic_slice_in_dim(cidx, j * chunk, chunk),
-                lax.dynamic_slice_in_dim(xc, j * chunk, chunk, axis=0))
+            return lax.while_loop(lambda c: first + c[0] * size < stop, step, (jnp.zeros((), jnp.int32),) + c0)[1:]
 
-    def gathered_rows(j):
-        r = lax.dynamic_slice_in_dim(idx, j * chunk, chunk)
+        return chunks(small, n_big * chunk, count, chunks(chunk, 0, n_big * chunk, carry))
+
+    def cached_rows(start, size):  # the cache has room for a slice of up to one chunk from any start below cap
+        return (lax.dynamic_slice_in_dim(cidx, start, size),
+                lax.dynamic_slice_in_dim(xc, start, size, axis=0))
+
+    def gathered_rows(start, size):
+        r = lax.dynamic_slice_in_dim(idx, start, size)
         return r, X[r] - shift
 
     carry = (labels, u, l, sums_l, counts_l, changed)

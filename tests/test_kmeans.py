@@ -113,6 +113,46 @@ def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction, cache):
     assert int(plain[3]) > 3  # the blobs take more than three iterations: the bounds were used
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_hamerly_bounds_hold_in_float32(monkeypatch, cache):
+    """In float32 the bounded iteration gives, at every iteration, the labels of the full pass from the same centres
+    (computed squared distances, ties to the lowest index), on data where rounding decides labels: two groups 2000
+    apart, each a grid of spacing 0.25, so ||x||^2 ~ 1e6 and the computed squared distances within a group are off
+    by up to ~1.  Without the rounding slack in the bounds (or with 1/100 of it) this test fails."""
+    import importlib
+
+    from gmm_jax._blocks import data_shift
+
+    km = importlib.import_module("gmm_jax.kmeans")
+    monkeypatch.setattr(km, "_BOUNDS_DENSE_FRACTION", 2.0)  # every iteration on the open points only
+    monkeypatch.setattr(km, "_CACHE_MIN_FEATURES", 0 if cache else 10**9)
+    bs = 64
+
+    def start(X, init):
+        shift = data_shift(X, bs)
+        c0 = init - shift
+        s0 = (jnp.zeros((), jnp.int32), c0, jnp.full((X.shape[0],), -1, jnp.int32), jnp.array(False),
+              jnp.array(False))
+        return shift, s0 + km._bounds_state(X, shift, c0, bs)
+
+    step = jax.jit(lambda X, shift, s: km._lloyd_bounds_body(X, None, shift, 0.0, bs, None, None, s))
+    full = jax.jit(lambda X, shift, c, lab: km._lloyd_pass(X, None, shift, c, lab, bs)[0])
+    rng = np.random.default_rng(50)
+    changed = 0
+    for _ in range(4):
+        X = (rng.integers(-4, 5, size=(1000, 2)) * 0.25).astype(np.float32)
+        X[:, 0] += np.where(rng.random(1000) < 0.5, -1000.0, 1000.0).astype(np.float32)
+        init = X[rng.choice(1000, 12, replace=False)]
+        Xj = jnp.asarray(X)
+        shift, s = jax.jit(start)(Xj, jnp.asarray(init))
+        for _ in range(25):
+            prev_centers, prev_labels = s[1], s[2]
+            s = step(Xj, shift, s)
+            np.testing.assert_array_equal(np.asarray(s[2]), np.asarray(full(Xj, shift, prev_centers, s[2])))
+            changed += int(np.sum(np.asarray(s[2]) != np.asarray(prev_labels)))
+    assert changed > 5000  # the iterations moved points (4000 are the first assignment)
+
+
 def test_kmeans_validation():
     X = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(ValueError, match="init centres must have shape"):
