@@ -362,6 +362,7 @@ _CACHE_MIN_FEATURES = 32
 # The open points' last, partial chunk is processed in chunks of 1/_SMALL_DIV the size (late iterations often have
 # a few thousand open points against chunks of 8-16k rows).
 _SMALL_DIV = 4
+_APPEND_DIV = 16
 
 
 def _cache_capacity(n: int, chunk: int, d: int) -> int:
@@ -501,15 +502,17 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     idx = lax.cond(n_sel > 0, compact, lambda: jnp.zeros((n_pad,), jnp.int32))
     n_append = jnp.where(gather_all, 0, n_add)
 
+    ac = max(1, chunk // _APPEND_DIV)  # a few hundred new points per iteration are common: small pieces
+
     def append(j, c):
         ci, xcc = c
-        r = lax.dynamic_slice_in_dim(idx, j * chunk, chunk)
-        ok = (j * chunk + jnp.arange(chunk)) < n_append
-        ci = lax.dynamic_update_slice_in_dim(ci, jnp.where(ok, r, n), base + j * chunk, axis=0)
-        xcc = lax.dynamic_update_slice_in_dim(xcc, X[r] - shift, base + j * chunk, axis=0)
+        r = lax.dynamic_slice_in_dim(idx, j * ac, ac)
+        ok = (j * ac + jnp.arange(ac)) < n_append
+        ci = lax.dynamic_update_slice_in_dim(ci, jnp.where(ok, r, n), base + j * ac, axis=0)
+        xcc = lax.dynamic_update_slice_in_dim(xcc, X[r] - shift, base + j * ac, axis=0)
         return ci, xcc
 
-    cidx, xc = lax.fori_loop(0, (n_append + chunk - 1) // chunk, append, (cidx, xc))
+    cidx, xc = lax.fori_loop(0, (n_append + ac - 1) // ac, append, (cidx, xc))
     ccount = jnp.where(use_cache | rebuild, base + n_add, 0).astype(jnp.int32)
 
     def run(rows_of, count, carry):
