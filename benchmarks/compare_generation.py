@@ -53,7 +53,12 @@ def evaluate(name, train_assign, test_assign, samples, Xtr, ytr, Xte, yte, feat,
     ys = np.repeat(mapping, samples.shape[1])
     keep = ys >= 0
     cas_clf = LogisticRegression(max_iter=3000).fit(xs[keep], ys[keep])
+    pred = clf_real.predict(xs).reshape(samples.shape[0], -1)
+    counts = np.stack([np.bincount(p, minlength=10) for p in pred])  # (K, 10): real-data classifier's calls
     return {
+        # per component: matched class, the class the real-data classifier gives most of its samples, that share
+        "components": [[int(mapping[j]), int(np.argmax(counts[j])), float(counts[j].max() / pred.shape[1])]
+                       for j in range(samples.shape[0])],
         "model": name,
         "cas": float(cas_clf.score(Xte, yte)),
         "cond_acc": float(np.mean(clf_real.predict(xs[keep]) == ys[keep])),
@@ -170,6 +175,12 @@ def main(argv=None):
     lines += ["", "Held-out fit per model and seed (units differ, not comparable across models):", ""]
     for r in all_rows:
         lines.append(f"- seed {r['seed']}, {r['model']}: {r['heldout']}")
+    lines += ["", "What the real-data classifier calls each component's samples, seed 0 (matched class -> majority "
+              "class, its share; a component matched to no class shows -1):", ""]
+    for r in all_rows:
+        if r["seed"] == 0:
+            lines.append(f"- {r['model']}: " + ", ".join(f"{c} -> {m} ({share:.2f})" for c, m, share in
+                                                         sorted(r["components"])))
     lines += ["", "![samples](figures/generation_grids.png)", ""]
     with open(os.path.join(ROOT, "docs", "generation_results.md"), "w") as f:
         f.write("\n".join(lines))
