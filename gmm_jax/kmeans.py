@@ -681,8 +681,9 @@ def kmeans(
       block_size: rows per block (default: the (K, block) distances near 2 MiB on a CPU, 512 MiB on an accelerator).
       algorithm: 'lloyd' (every iteration computes every point's distances to every centre), 'hamerly' (the same
         iterates, skipping the points whose bounds prove that the full pass would keep their label, rounding of
-        the computed distances included (each step checked in float32 by a test); the sums per cluster are then updated by the points that changed cluster, so float32 centres can differ
-        from 'lloyd' in the last bits; from 32 features the open points' rows are cached, at most 3/8 of X's
+        the computed distances included (a test checks every iteration's labels in float32); the sums per
+        cluster are then updated by the points that changed cluster, so float32 centres can differ from 'lloyd'
+        in the last bits; from 32 features the open points' rows are cached, at most 3/8 of X's
         size in extra memory) or 'auto' (default: 'hamerly' on a CPU from 50,000 rows, else 'lloyd').
 
     Example:
