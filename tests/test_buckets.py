@@ -81,6 +81,29 @@ def test_padded_kmeans_equals_the_unpadded_kmeans(init, monkeypatch):
     np.testing.assert_allclose(a.all_inertia, b.all_inertia, rtol=1e-12)
 
 
+@pytest.mark.parametrize("init", ["k-means++", "empty"])
+def test_padded_hamerly_equals_unpadded_lloyd(init, monkeypatch):
+    """Hamerly's bounds on padded rows give plain Lloyd's iterates on the unpadded rows, an emptied cluster's
+    relocation included; every iteration on the open points only (the padding rows, zero-weight copies of row 0,
+    never count as a changed label of their own nor as the farthest point)."""
+    import importlib
+
+    km = importlib.import_module("gmm_jax.kmeans")
+    monkeypatch.setattr(km, "_BOUNDS_DENSE_FRACTION", 2.0)
+    with jax.enable_x64(True):
+        X = _blobs(203, seed=6)
+        if init == "empty":
+            init = np.concatenate([X[:3], [[100.0, 100.0]]])
+        a = gmm_jax.kmeans(jax.random.key(7), X, 4, n_restarts=2, init=init, algorithm="hamerly", block_size=32)
+        monkeypatch.setattr(_blocks, "BUCKET_MAX_ROWS", 0)
+        b = gmm_jax.kmeans(jax.random.key(7), X, 4, n_restarts=2, init=init, algorithm="lloyd", block_size=32)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.all_n_iter, b.all_n_iter)
+    assert int(a.all_n_iter.max()) > 2
+    np.testing.assert_allclose(a.all_centers, b.all_centers, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.all_inertia, b.all_inertia, rtol=1e-12)
+
+
 def test_nearby_row_counts_share_one_compiled_program():
     """130 and 150 rows (bucket 160): the second fit, initialize, kmeans and predict compile nothing new."""
     from gmm_jax.fit import _fit_program
