@@ -110,9 +110,11 @@ def whole_fit(X, init, repeats=5, algorithm="auto", m1=3):
     t1_ours, t1_sk = paired_best(lambda: ours(m1), lambda: sk(m1), repeats)
     r, m = ours(), sk()
     it, it_sk = int(r.n_iter), int(m.n_iter_)
+    def per(t, t1, i):  # undefined if the fit stopped within m1 iterations
+        return (t - t1) / (i - m1) * 1e3 if i > m1 else float("nan")
+
     return {"fit_ms": t_ours * 1e3, "sklearn_fit_ms": t_sk * 1e3, "fit_iters": f"{it}/{it_sk}",
-            "fit_ms_per_iter": (t_ours - t1_ours) / (it - m1) * 1e3,
-            "sklearn_fit_ms_per_iter": (t_sk - t1_sk) / (it_sk - m1) * 1e3,
+            "fit_ms_per_iter": per(t_ours, t1_ours, it), "sklearn_fit_ms_per_iter": per(t_sk, t1_sk, it_sk),
             "fit_labels_differing": int(np.sum(np.asarray(r.labels) != m.labels_))}
 
 
