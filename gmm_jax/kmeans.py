@@ -332,7 +332,7 @@ def _lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_na
         shift_tot = jnp.sum(jnp.square(new - centers))
         return i + 1, new, labels, strict | (shift_tot <= tol), strict
 
-    s0 = (jnp.zeros((), jnp.int32), centers, jnp.full((n,), -1, jnp.int32), jnp.array(False), jnp.array(False))
+    s0 = _lloyd_state(n, centers)
     if bounds:
         body = partial(_lloyd_bounds_body, X, w, shift, tol, bs, mask, axis_name)
         out = lax.while_loop(cond, body, s0 + _bounds_state(X, shift, centers, bs))
@@ -383,6 +383,11 @@ def use_bounds(algorithm: str, n: int) -> bool:
     if algorithm == "auto":
         return (not on_accelerator()) and n >= _BOUNDS_MIN_ROWS
     return algorithm == "hamerly"
+
+
+def _lloyd_state(n, centers):
+    """Lloyd's loop state before the first iteration: (i, centres, labels (none yet), done, strict)."""
+    return jnp.zeros((), jnp.int32), centers, jnp.full((n,), -1, jnp.int32), jnp.array(False), jnp.array(False)
 
 
 def _bounds_state(X, shift, centers, bs):
@@ -483,7 +488,7 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
     cidx, ccount, xc, in_cache = cache
     sp = ~dense_taken
     n_new = jnp.sum(open_ & ~in_cache, dtype=jnp.int32)
-    use_cache = sp & (ccount > 0) & (ccount + n_new <= cap) & (-(-(ccount + n_new) // chunk) <= -(-n_open // chunk))
+    use_cache = sp & (ccount > 0) & (ccount + n_new <= cap) & (n_blocks(ccount + n_new, chunk) <= n_blocks(n_open, chunk))
     rebuild = sp & ~use_cache & (n_open <= cap)
     gather_all = sp & ~use_cache & ~rebuild  # too many open points for the cache: gathered from X, not kept
     base_in = in_cache & use_cache
@@ -512,7 +517,7 @@ def _lloyd_bounds_body(X, w, shift, tol, bs, mask, axis_name, s):
         xcc = lax.dynamic_update_slice_in_dim(xcc, X[r] - shift, base + j * ac, axis=0)
         return ci, xcc
 
-    cidx, xc = lax.fori_loop(0, (n_append + ac - 1) // ac, append, (cidx, xc))
+    cidx, xc = lax.fori_loop(0, n_blocks(n_append, ac), append, (cidx, xc))
     ccount = jnp.where(use_cache | rebuild, base + n_add, 0).astype(jnp.int32)
 
     def run(rows_of, count, carry):

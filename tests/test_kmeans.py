@@ -131,9 +131,7 @@ def test_hamerly_bounds_hold_in_float32(monkeypatch, cache):
     def start(X, init):
         shift = data_shift(X, bs)
         c0 = init - shift
-        s0 = (jnp.zeros((), jnp.int32), c0, jnp.full((X.shape[0],), -1, jnp.int32), jnp.array(False),
-              jnp.array(False))
-        return shift, s0 + km._bounds_state(X, shift, c0, bs)
+        return shift, km._lloyd_state(X.shape[0], c0) + km._bounds_state(X, shift, c0, bs)
 
     step = jax.jit(lambda X, shift, s: km._lloyd_bounds_body(X, None, shift, 0.0, bs, None, None, s))
     full = jax.jit(lambda X, shift, c, lab: km._lloyd_pass(X, None, shift, c, lab, bs)[0])
