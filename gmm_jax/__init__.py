@@ -1,11 +1,14 @@
 """gmm_jax: Gaussian mixture models fit by EM in JAX, with every derivation checked by automatic differentiation.
 
-Layers: math (pure, whole-array: :mod:`gmm_jax.em`, :mod:`gmm_jax.params`), algorithms (jitted entry points:
-:func:`fit`, :func:`kmeans`; sharded over a mesh or processes: :func:`fit_sharded`, :func:`kmeans_sharded`; over
-batches: :func:`fit_stream`, :func:`fit_online`), model functions (:mod:`gmm_jax.model`).
+Layers (see docs/architecture.md): the math layer (pure, whole-array: :mod:`gmm_jax.em`, :mod:`gmm_jax.params`,
+:mod:`gmm_jax.stats`), the one E-step (:mod:`gmm_jax.density`) and the fused pass with its fast forms
+(:mod:`gmm_jax.engine`, :mod:`gmm_jax.forms`), the EM loop (:func:`fit`), clustering (:func:`kmeans`), the sharded
+and streamed variants (:func:`fit_sharded`, :func:`fit_stream`), model functions (:mod:`gmm_jax.model`); tuning in
+:class:`Config`.
 """
 
-from gmm_jax._blocks import set_row_buckets
+from gmm_jax.clustering import KMeansResult, kmeans, kmeans_predict
+from gmm_jax.config import Config, default_config
 from gmm_jax.em import (
     SuffStats,
     add_stats,
@@ -20,8 +23,8 @@ from gmm_jax.em import (
     score_samples,
     sufficient_stats,
 )
-from gmm_jax.fit import FitResult, fit, initialize, restart_keys
-from gmm_jax.kmeans import KMeansResult, kmeans, kmeans_plusplus, kmeans_predict
+from gmm_jax.initialization import initialize
+from gmm_jax.loop import FitResult, fit, restart_keys
 from gmm_jax.metrics import component_to_class, match_components, matched_accuracy
 from gmm_jax.model import aic, bic, predict, predict_log_proba, predict_proba, sample, sample_component, score
 from gmm_jax.params import (
@@ -38,6 +41,7 @@ from gmm_jax.params import (
     precisions_from_prec_chol,
     to_unconstrained,
 )
+from gmm_jax.seeding import kmeans_plusplus
 from gmm_jax.sharded import ShardedRows, fit_sharded, kmeans_sharded, row_mesh, shard_process_rows, shard_rows
 from gmm_jax.stream import OnlineResult, StreamResult, array_batches, fit_online, fit_stream
 from gmm_jax.supervised import fit_supervised
@@ -47,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "Config",
     "FitResult",
     "GMMVAE",
     "GMMParams",
@@ -61,6 +66,7 @@ __all__ = [
     "aic",
     "bic",
     "cov_chol_from_prec_chol",
+    "default_config",
     "covariances_from_prec_chol",
     "e_step",
     "elbo",
@@ -96,7 +102,6 @@ __all__ = [
     "row_mesh",
     "sample",
     "sample_component",
-    "set_row_buckets",
     "score",
     "score_samples",
     "shard_process_rows",

@@ -1,7 +1,7 @@
 """Functions of a fitted mixture: predict, predict_proba, predict_log_proba, score, sample, sample_component, bic,
 aic.
 
-They run over row blocks (``lax.map``), so memory is O(n K) for outputs plus one block of scratch.  Each public
+They run the fit's E-step (:func:`gmm_jax.density.block_posteriors`) over row blocks, so memory is O(n K) for outputs plus one block of scratch.  Each public
 function checks its inputs first (X 2-D, numeric and finite; the parameters' shapes against X and the covariance type,
 finite, weights summing to one, positive-definite factors; for traced inputs inside a caller's ``jit`` only the
 shapes), then calls a jitted core with the covariance type static.
@@ -14,101 +14,105 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
-from gmm_jax._blocks import any_traced, bucket_rows, bucketed_rows, resolve_block_size, row_map
-from gmm_jax._validation import check_component, check_positive_int, model_inputs, model_params
-from gmm_jax.em import log_prob_centered
+from gmm_jax.config import Config, any_traced, resolve_config
+from gmm_jax.density import block_posteriors, log_prob_factors, reference_point, shifted
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
+from gmm_jax.rows import bucket_rows, bucketed_rows, map_blocks, resolve_block_size, row_map
+from gmm_jax.validation import check_component, check_positive_int, model_inputs, model_params
 
 
-def _row_log_joint(x, params: GMMParams, covariance_type: str):
-    xc = (x[None, :] - params.means)[None]  # (1, K, D)
-    return log_prob_centered(xc, params.prec_chol, covariance_type)[0] + params.log_weights
+def posterior_blocks(X, params: GMMParams, covariance_type: str, config: Config | None, out):
+    """``out(log_joint, log_resp, log_norm)`` of every row block of X: the E-step of the fused pass
+    (:func:`gmm_jax.density.block_posteriors`) in coordinates about the mixture's mean, stitched back to rows."""
+    k, d = params.means.shape
+    bs = resolve_block_size(None, X.shape[0], k, d, config=config)
+    c = reference_point(params)
+    p = shifted(params, c)
+    factors = log_prob_factors(p, covariance_type)
+    return map_blocks(lambda xb: out(*block_posteriors(xb - c, p, factors, covariance_type)), X, bs)
 
 
-def _bs(X, params):
-    return resolve_block_size(None, X.shape[0], params.means.shape[0], params.means.shape[1])
+_STATICS = ("covariance_type", "config")
 
 
-def _log_proba(X, params: GMMParams, covariance_type: str):
-    def f(x):
-        lj = _row_log_joint(x, params, covariance_type)
-        return lj - logsumexp(lj)
-
-    return row_map(f, X, _bs(X, params))
+@partial(jax.jit, static_argnames=_STATICS)
+def _predict_log_proba(X, params: GMMParams, covariance_type: str, config=None):
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: lr)
 
 
-_predict_log_proba = jax.jit(_log_proba, static_argnames=("covariance_type",))
-_predict_proba = jax.jit(lambda X, params, covariance_type: jnp.exp(_log_proba(X, params, covariance_type)),
-                         static_argnames=("covariance_type",))
+@partial(jax.jit, static_argnames=_STATICS)
+def _predict_proba(X, params: GMMParams, covariance_type: str, config=None):
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: jnp.exp(lr))
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _predict(X, params: GMMParams, covariance_type: str):
-    return row_map(lambda x: jnp.argmax(_row_log_joint(x, params, covariance_type)).astype(jnp.int32), X, _bs(X, params))
+@partial(jax.jit, static_argnames=_STATICS)
+def _predict(X, params: GMMParams, covariance_type: str, config=None):
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: jnp.argmax(lj, 1).astype(jnp.int32))
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full"):
+@partial(jax.jit, static_argnames=_STATICS)
+def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full", config=None):
     """Per-point log-likelihood log p(x_i) (n,), over row blocks.  Inputs unchecked (the jitted core of the
     checked functions here and of scikit-learn's ``score_samples``)."""
-    return row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params))
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: ln)
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _weighted_log_likelihood(X, w, params: GMMParams, covariance_type: str):
+@partial(jax.jit, static_argnames=_STATICS)
+def weighted_log_likelihood(X, w, params: GMMParams, covariance_type: str, config=None):
     """sum_i w_i log p(x_i) (w None: unweighted), over row blocks."""
-    ll = row_map(lambda x: logsumexp(_row_log_joint(x, params, covariance_type)), X, _bs(X, params))
+    ll = posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: ln)
     return jnp.sum(ll if w is None else w * ll)
 
 
-def per_row(core, X, params: GMMParams, covariance_type: str):
-    """``core(X, params, covariance_type)`` (a jitted per-row function) on checked inputs.  Outside a caller's jit
-    X is padded to its row bucket (:func:`gmm_jax._blocks.row_bucket`) and the result cut back to n rows on the
-    host, so that nearby row counts share one compiled program."""
+def per_row(core, X, params: GMMParams, covariance_type: str, config: Config | None = None):
+    """``core(X, params, covariance_type, config)`` (a jitted per-row function) on checked inputs.  Outside a
+    caller's jit X is padded to its row bucket (:func:`gmm_jax.rows.row_bucket`) and the result cut back to n rows
+    on the host, so that nearby row counts share one compiled program."""
+    cfg = resolve_config(config)
     X, params = model_inputs(X, params, covariance_type)
-    return bucketed_rows(core, X, params, covariance_type)
+    return bucketed_rows(core, X, params, covariance_type, cfg, max_rows=cfg.bucket_max_rows)
 
 
-def _total_log_likelihood(X, params: GMMParams, covariance_type: str):
+def _total_log_likelihood(X, params: GMMParams, covariance_type: str, config: Config | None):
     """(sum_i log p(x_i), n, params) on checked inputs, X padded to its row bucket (the padding rows weigh 0)."""
+    cfg = resolve_config(config)
     X, params = model_inputs(X, params, covariance_type)
-    Xp, w, _, _ = bucket_rows(X, None, any_traced(X, params))  # w: None, or the mask of the padded rows
-    return _weighted_log_likelihood(Xp, w, params, covariance_type), X.shape[0], params
+    Xp, w, _, _ = bucket_rows(X, None, any_traced(X, params), cfg.bucket_max_rows)  # w: None, or the padding mask
+    return weighted_log_likelihood(Xp, w, params, covariance_type, cfg), X.shape[0], params
 
 
-def predict_log_proba(X, params: GMMParams, covariance_type: str = "full"):
+def predict_log_proba(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Log-responsibilities (n, K) = the E-step, computed over row blocks."""
-    return per_row(_predict_log_proba, X, params, covariance_type)
+    return per_row(_predict_log_proba, X, params, covariance_type, config)
 
 
-def predict_proba(X, params: GMMParams, covariance_type: str = "full"):
+def predict_proba(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Posterior probabilities p(z = k | x_i) (n, K); rows sum to one."""
-    return per_row(_predict_proba, X, params, covariance_type)
+    return per_row(_predict_proba, X, params, covariance_type, config)
 
 
-def predict(X, params: GMMParams, covariance_type: str = "full"):
+def predict(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Most probable component (n,) int32 (maximum a posteriori)."""
-    return per_row(_predict, X, params, covariance_type)
+    return per_row(_predict, X, params, covariance_type, config)
 
 
-def score(X, params: GMMParams, covariance_type: str = "full"):
+def score(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Mean per-point log-likelihood (scikit-learn's ``score``)."""
-    total, n, _ = _total_log_likelihood(X, params, covariance_type)
+    total, n, _ = _total_log_likelihood(X, params, covariance_type, config)
     return total / n
 
 
-def bic(X, params: GMMParams, covariance_type: str = "full"):
+def bic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Bayesian information criterion ``-2 log L + p log n`` (lower is better)."""
-    total, n, params = _total_log_likelihood(X, params, covariance_type)
+    total, n, params = _total_log_likelihood(X, params, covariance_type, config)
     k, d = params.means.shape
     return -2.0 * total + n_parameters(covariance_type, k, d) * math.log(n)
 
 
-def aic(X, params: GMMParams, covariance_type: str = "full"):
+def aic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
-    total, _, params = _total_log_likelihood(X, params, covariance_type)
+    total, _, params = _total_log_likelihood(X, params, covariance_type, config)
     k, d = params.means.shape
     return -2.0 * total + 2.0 * n_parameters(covariance_type, k, d)
 

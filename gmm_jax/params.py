@@ -18,11 +18,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.scipy.linalg import solve_triangular
 
-# float32 products at full precision on every backend (GPUs would otherwise use TF32 for float32)
-HIGHEST = lax.Precision.HIGHEST
+from gmm_jax.config import HIGHEST
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 

@@ -26,10 +26,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gmm_jax._blocks import resolve_block_size
-from gmm_jax._validation import as_data, as_sample_weight, check_n_samples, validate_fit, validate_kmeans
-from gmm_jax.fit import FitResult, _fit_body, key_batch
-from gmm_jax.kmeans import KMeansResult, _kmeans_body, kmeans_block_size
+from gmm_jax.clustering import KMeansResult, kmeans_block_size, kmeans_body
+from gmm_jax.config import Config, resolve_config
+from gmm_jax.loop import FitResult, fit_body, key_batch
+from gmm_jax.rows import resolve_block_size
+from gmm_jax.validation import as_data, as_sample_weight, check_n_samples, validate_fit, validate_kmeans
 
 SHARDED_INITS = ("kmeans", "k-means++")
 
@@ -136,11 +137,11 @@ def _check_axis(mesh: Mesh, axis_name: str) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _fit_program(mesh, axis_name, n_components, covariance_type, init, max_iter, block_size, weighted):
+def _fit_program(mesh, axis_name, n_components, covariance_type, init, max_iter, block_size, weighted, config):
     def body(keys, X, w, mask, init_params, tol, reg_covar):
-        return _fit_body(keys, X, w, init_params, tol, reg_covar, n_components=n_components,
-                         covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
-                         mask=mask, axis_name=axis_name, weighted=weighted)
+        return fit_body(keys, X, w, init_params, tol, reg_covar, n_components=n_components,
+                        covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
+                        mask=mask, axis_name=axis_name, weighted=weighted, config=config)
 
     row = P(axis_name)
     return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), row, row, row, P(), P(), P()), out_specs=P(),
@@ -163,6 +164,7 @@ def fit_sharded(
     reg_covar: float = 1e-6,
     sample_weight=None,
     block_size: int | None = None,
+    config: Config | None = None,
 ) -> FitResult:
     """:func:`gmm_jax.fit` with the rows sharded over a mesh axis (one device per shard; restarts run on every
     device over its rows).
@@ -190,20 +192,21 @@ def fit_sharded(
     _, _, init_params = validate_fit(stand_in, n_components, covariance_type, init, init_params, max_iter, tol,
                                      reg_covar, None, n_restarts)
     check_n_samples(rows.n, n_components, "n_components")
-    bs = resolve_block_size(block_size, rows.rows_per_device, n_components, d)
+    cfg = resolve_config(config)
+    bs = resolve_block_size(block_size, rows.rows_per_device, n_components, d, config=cfg)
     prog = _fit_program(rows.mesh, rows.axis_name, n_components, covariance_type,
-                        init if init_params is None else "explicit", max_iter, bs, rows.weighted)
+                        init if init_params is None else "explicit", max_iter, bs, rows.weighted, cfg)
     dtype = rows.X.dtype
     return prog(keys, rows.X, rows.weight, rows.mask, init_params, jnp.asarray(tol, dtype),
                 jnp.asarray(reg_covar, dtype))
 
 
 @functools.lru_cache(maxsize=64)
-def _kmeans_program(mesh, axis_name, n_clusters, n_restarts, max_iter, block_size, weighted):
+def _kmeans_program(mesh, axis_name, n_clusters, n_restarts, max_iter, block_size, weighted, config):
     def body(keys, X, w, mask, init_centers, tol):
-        return _kmeans_body(keys, X, w, init_centers, tol, n_clusters=n_clusters, n_restarts=n_restarts,
-                            max_iter=max_iter, block_size=block_size, init_random=False, mask=mask,
-                            axis_name=axis_name, weighted=weighted)
+        return kmeans_body(keys, X, w, init_centers, tol, n_clusters=n_clusters, n_restarts=n_restarts,
+                           max_iter=max_iter, block_size=block_size, init_random=False, mask=mask,
+                           axis_name=axis_name, weighted=weighted, config=config)
 
     row = P(axis_name)
     out = KMeansResult(P(), row, P(), P(), P(), P(), P(), P(), P())
@@ -224,6 +227,7 @@ def kmeans_sharded(
     tol: float = 1e-4,
     sample_weight=None,
     block_size: int | None = None,
+    config: Config | None = None,
 ) -> KMeansResult:
     """:func:`gmm_jax.kmeans` with the rows sharded over a mesh axis.  ``init`` is 'k-means++' or a (K, D) array.
 
@@ -237,7 +241,8 @@ def kmeans_sharded(
     stand_in = np.zeros((n_clusters, d), rows.X.dtype)  # options and init centres checked on a stand-in
     _, _, init_centers = validate_kmeans(stand_in, n_clusters, init, max_iter, tol, None, n_restarts)
     check_n_samples(rows.n, n_clusters, "n_clusters")
-    bs = kmeans_block_size(block_size, rows.rows_per_device, n_clusters)
+    cfg = resolve_config(config)
+    bs = kmeans_block_size(block_size, rows.rows_per_device, n_clusters, cfg)
     keys = jax.random.split(key, n_restarts)
-    prog = _kmeans_program(rows.mesh, rows.axis_name, n_clusters, n_restarts, max_iter, bs, rows.weighted)
+    prog = _kmeans_program(rows.mesh, rows.axis_name, n_clusters, n_restarts, max_iter, bs, rows.weighted, cfg)
     return prog(keys, rows.X, rows.weight, rows.mask, init_centers, jnp.asarray(tol, rows.X.dtype))

@@ -22,9 +22,9 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("gmm_jax.sklearn needs scikit-learn: pip install 'gmm_jax[sklearn]'") from exc
 
 from gmm_jax import model
-from gmm_jax.fit import fit as _fit
-from gmm_jax.fit import initialize
-from gmm_jax.kmeans import kmeans as _kmeans
+from gmm_jax.initialization import initialize
+from gmm_jax.loop import fit as _fit
+from gmm_jax.clustering import kmeans as _kmeans
 from gmm_jax.params import (
     GMMParams,
     covariances_from_prec_chol,
@@ -69,7 +69,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ helpers
     def _check_parameters(self):
-        from gmm_jax._validation import INITS, check_nonneg_float, check_positive_int
+        from gmm_jax.validation import INITS, check_nonneg_float, check_positive_int
         from gmm_jax.params import check_covariance_type
 
         check_positive_int(self.n_components, "n_components")
@@ -242,13 +242,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return jnp.asarray(X, self.cluster_centers_.dtype)
 
     def predict(self, X):
-        from gmm_jax.kmeans import kmeans_predict
+        from gmm_jax.clustering import kmeans_predict
 
         return np.asarray(kmeans_predict(self._check_X(X), jnp.asarray(self.cluster_centers_)))
 
     def transform(self, X):
-        from gmm_jax._blocks import bucketed_rows
-        from gmm_jax.kmeans import center_distances
+        from gmm_jax.rows import bucketed_rows
+        from gmm_jax.clustering import center_distances
 
         Xj = self._check_X(X)
         return np.asarray(bucketed_rows(center_distances, Xj, jnp.asarray(self.cluster_centers_, Xj.dtype)))

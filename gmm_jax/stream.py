@@ -20,31 +20,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax._blocks import default_block_size
-from gmm_jax._validation import as_data, check_nonneg_float, check_positive_int, model_params
-from gmm_jax.em import SuffStats, add_stats, m_step, recenter_stats
-from gmm_jax.fit import _em_pass, _product_applies, data_extent
+from gmm_jax.config import Config, all_finite, resolve_config
+from gmm_jax.density import reference_point
+from gmm_jax.engine import em_pass, product_applies
+from gmm_jax.forms import data_extent
+from gmm_jax.rows import default_block_size
+from gmm_jax.stats import SuffStats, add_stats, m_step, recenter_stats
+from gmm_jax.validation import as_data, check_nonneg_float, check_positive_int, model_params
 from gmm_jax.params import GMMParams, check_covariance_type
 
 
-def _reference_point(params: GMMParams) -> jax.Array:
-    """The mixture mean of the initial parameters: subtracted from every batch so float32 keeps its precision on
-    data with a large offset (the in-memory fit uses the data mean for the same purpose)."""
-    w = jax.nn.softmax(params.log_weights)
-    return jnp.sum(w[:, None] * params.means, axis=0)
-
-
-def _batch_pass(x, shift, params: GMMParams, covariance_type: str):
-    """Statistics about ``params.means`` (shifted coordinates) and the log-likelihood sum of one batch, computed
-    over row blocks (scratch of one block, whatever the batch size)."""
+def _batch_pass(x, shift, params: GMMParams, covariance_type: str, config: Config):
+    """Statistics about ``params.means`` (shifted coordinates) and the log-likelihood sum of one batch: the fit's
+    fused pass (:func:`gmm_jax.engine.em_pass`) over row blocks (scratch of one block, whatever the batch size)."""
     k, d = params.means.shape
-    return _em_pass_jit(x, shift, params, covariance_type, default_block_size(x.shape[0], k, d))
+    return _em_pass_jit(x, shift, params, covariance_type, default_block_size(x.shape[0], k, d, config=config), config)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "bs"))
-def _em_pass_jit(x, shift, params, covariance_type, bs):
-    extent = data_extent(x, None, shift, bs) if _product_applies(covariance_type, *x.shape) else None
-    return _em_pass(x, None, shift, params, covariance_type, bs, extent=extent)
+@partial(jax.jit, static_argnames=("covariance_type", "bs", "config"))
+def _em_pass_jit(x, shift, params, covariance_type, bs, config):
+    extent = data_extent(x, None, shift, bs) if product_applies(covariance_type, *x.shape, config) else None
+    return em_pass(x, None, shift, params, covariance_type, bs, config, extent=extent)
 
 
 def array_batches(X, batch_rows: int) -> Callable[[], Iterator[np.ndarray]]:
@@ -131,7 +127,8 @@ def _check_options(init_params, covariance_type: str, reg_covar):
 
 
 def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParams, *, covariance_type: str = "full",
-               max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6) -> StreamResult:
+               max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6,
+               config: Config | None = None) -> StreamResult:
     """Exact EM over batches until the mean log-likelihood changes by less than ``tol``.
 
     Args:
@@ -140,7 +137,7 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
         ValueError naming the batch, row and column); later passes check shapes only.
       init_params: initial ``GMMParams`` (e.g. :func:`gmm_jax.initialize` on a subsample), checked as
         :func:`gmm_jax.fit` checks them.
-      covariance_type, max_iter, tol, reg_covar: as :func:`gmm_jax.fit`.
+      covariance_type, max_iter, tol, reg_covar, config: as :func:`gmm_jax.fit`.
 
     Returns:
       :class:`StreamResult` (params, trace, n_iter, converged, finite).
@@ -149,12 +146,13 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
     compilations to two.
     """
     _check_batches(batches)
+    cfg = resolve_config(config)
     check_positive_int(max_iter, "max_iter")
     check_nonneg_float(tol, "tol")
     init_params = _check_options(init_params, covariance_type, reg_covar)
     dtype = init_params.means.dtype
     d = init_params.means.shape[1]
-    shift = _reference_point(init_params)
+    shift = reference_point(init_params)
     params = init_params._replace(means=init_params.means - shift)
     trace = []
     prev = -np.inf
@@ -164,7 +162,7 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
         stats, ll, n = None, 0.0, 0
         for i, xb in enumerate(batches() if callable(batches) else batches):
             xb = _batch(xb, i, d, dtype, check_values=it == 0)
-            s, l_b = _batch_pass(xb, shift, params, covariance_type)
+            s, l_b = _batch_pass(xb, shift, params, covariance_type, cfg)
             stats = s if stats is None else add_stats(stats, s)
             ll = ll + l_b  # summed on the device: no synchronisation per batch
             n += xb.shape[0]
@@ -172,7 +170,7 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
             raise ValueError("batches produced no data")
         mean_ll = float(ll) / n
         new = m_step(stats, params.means, covariance_type, reg_covar)
-        if not (np.isfinite(mean_ll) and all(bool(jnp.all(jnp.isfinite(a))) for a in new)):
+        if not (np.isfinite(mean_ll) and bool(all_finite(new))):
             finite = False
             break
         trace.append(mean_ll)
@@ -184,20 +182,20 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
     return StreamResult(params._replace(means=params.means + shift), np.asarray(trace), len(trace), converged, finite)
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _online_step(running: SuffStats, center, x, shift, params: GMMParams, gamma, reg_covar, *, covariance_type):
-    stats, ll = _batch_pass(x, shift, params, covariance_type)
+@partial(jax.jit, static_argnames=("covariance_type", "config"))
+def _online_step(running: SuffStats, center, x, shift, params: GMMParams, gamma, reg_covar, *, covariance_type, config):
+    stats, ll = _batch_pass(x, shift, params, covariance_type, config)
     stats = jax.tree.map(lambda a: a / x.shape[0], stats)  # per point, so batches of any size mix alike
     running = recenter_stats(running, center, params.means, covariance_type)
     running = jax.tree.map(lambda a, b: (1 - gamma) * a + gamma * b, running, stats)
     new = m_step(running, params.means, covariance_type, reg_covar)
-    ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(new)]))
+    ok = all_finite(new)
     new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, params)
     return running, params.means, new, ll / x.shape[0], ok
 
 
 def fit_online(batches: Iterable, init_params: GMMParams, *, covariance_type: str = "full", step_exponent: float = 0.6,
-               reg_covar: float = 1e-6):
+               reg_covar: float = 1e-6, config: Config | None = None):
     """Online (stepwise) EM: one pass over ``batches``, an M-step after every batch (approximate).
 
     With ``s_t`` the running per-point sufficient statistics and ``s(B; theta)`` a batch's per-point statistics
@@ -209,6 +207,7 @@ def fit_online(batches: Iterable, init_params: GMMParams, *, covariance_type: st
       batches: an iterable (or a callable returning one) of (b, D) arrays, read once.
       init_params: initial ``GMMParams``.
       step_exponent: alpha.
+      config: :class:`gmm_jax.Config` (default: the backend's).
 
     Every batch is checked as it arrives (2-D, D features, finite values: ValueError naming the batch, row and
     column); the updates of the batches before it are then lost with the call.
@@ -221,8 +220,9 @@ def fit_online(batches: Iterable, init_params: GMMParams, *, covariance_type: st
     if isinstance(step_exponent, bool) or not isinstance(step_exponent, (int, float)) or not 0.5 < step_exponent <= 1.0:
         raise ValueError(f"step_exponent must be in (0.5, 1], got {step_exponent}")
     init_params = _check_options(init_params, covariance_type, reg_covar)
+    cfg = resolve_config(config)
     dtype = init_params.means.dtype
-    shift = _reference_point(init_params)
+    shift = reference_point(init_params)
     params = init_params._replace(means=init_params.means - shift)
     k, d = params.means.shape
     zero = SuffStats(jnp.zeros((k,), dtype), jnp.zeros((k, d), dtype),
@@ -233,7 +233,8 @@ def fit_online(batches: Iterable, init_params: GMMParams, *, covariance_type: st
         gamma = jnp.asarray((t + 1.0) ** (-step_exponent), dtype)
         xb = _batch(xb, t, d, dtype, check_values=True)
         running, center, params, ll, ok = _online_step(running, center, xb, shift, params, gamma,
-                                                       jnp.asarray(reg_covar, dtype), covariance_type=covariance_type)
+                                                       jnp.asarray(reg_covar, dtype), covariance_type=covariance_type,
+                                                       config=cfg)
         trace.append(ll)
         oks.append(ok)  # kept on the device: no synchronisation per batch
     if not trace:

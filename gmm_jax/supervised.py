@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax._validation import _is_traced, as_data, as_sample_weight, check_nonneg_float, check_positive_int
+from gmm_jax.config import is_traced
 from gmm_jax.em import m_step, sufficient_stats
+from gmm_jax.validation import as_data, as_sample_weight, check_nonneg_float, check_positive_int
 from gmm_jax.params import GMMParams, check_covariance_type
 
 
@@ -39,8 +40,8 @@ def fit_supervised(X, labels, n_components: int, covariance_type: str = "full", 
     """
     n_components = check_positive_int(n_components, "n_components")
     check_covariance_type(covariance_type)
-    traced = any(_is_traced(a) for a in (X, labels, sample_weight, reg_covar))
-    if not _is_traced(reg_covar):
+    traced = any(is_traced(a) for a in (X, labels, sample_weight, reg_covar))
+    if not is_traced(reg_covar):
         reg_covar = check_nonneg_float(reg_covar, "reg_covar")
     X = as_data(X)
     n = X.shape[0]

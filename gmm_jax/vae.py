@@ -106,7 +106,7 @@ class GMMVAE(nnx.Module):
         By default the decoder's mean E[x | z] for z ~ p(z | c); with ``observation_noise`` (gaussian likelihood)
         a draw from p(x | z) itself.
         """
-        from gmm_jax._validation import check_component, check_positive_int
+        from gmm_jax.validation import check_component, check_positive_int
 
         mu_c, lv_c = self.prior_means[...], self.prior_logvars[...]
         check_positive_int(n, "n")
@@ -177,8 +177,8 @@ def train(model: GMMVAE, key, X, *, pretrain_epochs=20, epochs=60, batch_size=12
       ValueError: X not 2-D, NaN, a feature count other than the model's, data outside [0, 1] for the bernoulli
       likelihood, fewer points than components, non-integer or negative epoch counts.
     """
-    from gmm_jax._validation import as_data, check_positive_int
-    from gmm_jax.fit import fit as gmm_fit
+    from gmm_jax.validation import as_data, check_positive_int
+    from gmm_jax.loop import fit as gmm_fit
     from gmm_jax.params import covariances_from_prec_chol
 
     X = jnp.asarray(as_data(X), jnp.float32)

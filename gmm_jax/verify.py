@@ -321,7 +321,7 @@ def check_supervised(X, y, k, m_step_fn) -> list[Check]:
 
 def check_kmeans_limit(X, k, sigma2=1e-4, iters=50) -> Check:
     """K-means is the limit of EM on a spherical GMM with shared variance sigma^2 -> 0 and equal weights."""
-    from gmm_jax.kmeans import kmeans
+    from gmm_jax.clustering import kmeans
 
     rng = np.random.default_rng(3)
     init = X[rng.choice(X.shape[0], k, replace=False)]

@@ -69,14 +69,12 @@ def main():
                           "n_iter": [a.n_iter.tolist(), b.n_iter.tolist()]}
     # the product form of a single fit (raw moments; its extent the maximum over the devices, the device sum after
     # the conditional): forced at this size by lowering the row threshold, tied covariances, padding row included
-    import importlib
-
-    fit_module = importlib.import_module("gmm_jax.fit")
-    min_rows, fit_module.PRODUCT_MIN_ROWS = fit_module.PRODUCT_MIN_ROWS, 0
+    cfg = gmm_jax.Config(product_min_rows=0)
     p0 = gmm_jax.initialize(jax.random.key(7), X, k, covariance_type="tied", init="k-means++")
-    a = gmm_jax.fit(jax.random.key(1), X, k, covariance_type="tied", block_size=64, init_params=p0, max_iter=41)
-    b = fit_sharded(jax.random.key(1), rows, k, covariance_type="tied", block_size=64, init_params=p0, max_iter=41)
-    fit_module.PRODUCT_MIN_ROWS = min_rows
+    a = gmm_jax.fit(jax.random.key(1), X, k, covariance_type="tied", block_size=64, init_params=p0, max_iter=41,
+                    config=cfg)
+    b = fit_sharded(jax.random.key(1), rows, k, covariance_type="tied", block_size=64, init_params=p0, max_iter=41,
+                    config=cfg)
     out["fit_tied_product"] = {"rel": params_rel(a.all_params, b.all_params), "ll": rel(a.log_likelihood,
                                b.log_likelihood), "n_iter": [a.n_iter.tolist(), b.n_iter.tolist()]}
     # K-means: k-means++ restarts, and explicit centres that empty a cluster (relocation across devices)

@@ -61,24 +61,25 @@ def test_restarts_keep_lowest_inertia():
     np.testing.assert_array_equal(gmm_jax.kmeans_predict(jnp.asarray(X), res.centers), res.labels)
     # every restart (Lloyd run one after another on a CPU, vmapped on an accelerator) equals a separate run with
     # its key
-    from gmm_jax.kmeans import _kmeans_jit, kmeans_block_size
+    from gmm_jax.clustering import kmeans_block_size, kmeans_program
 
     keys = jax.random.split(jax.random.key(1), 6)
     Xj = jnp.asarray(X)
     for r in (0, 3, 5):
-        one = _kmeans_jit(keys[r:r + 1], Xj, None, None, jnp.asarray(1e-4, Xj.dtype), n_clusters=5, n_restarts=1,
-                          max_iter=300, block_size=kmeans_block_size(None, Xj.shape[0], 5), init_random=False)
+        one = kmeans_program(keys[r:r + 1], Xj, None, None, jnp.asarray(1e-4, Xj.dtype), n_clusters=5, n_restarts=1,
+                             max_iter=300, block_size=kmeans_block_size(None, Xj.shape[0], 5), init_random=False)
         assert int(res.all_n_iter[r]) == int(one.n_iter)
         np.testing.assert_allclose(res.all_centers[r], one.centers, rtol=1e-12, atol=1e-12)
 
 
-def _lloyd_run(X, init, w, bounds, max_iter=(3, 300), tol=0.0, bs=64):
-    from gmm_jax._blocks import data_shift
-    from gmm_jax.kmeans import _lloyd
+def _lloyd_run(X, init, w, bounds, max_iter=(3, 300), tol=0.0, bs=64, config=None):
+    from gmm_jax.clustering import lloyd
+    from gmm_jax.rows import data_shift
 
-    def f(X, init, w, max_iter):  # a fresh function each call: traced with the current module settings
+    def f(X, init, w, max_iter):
         shift = data_shift(X, bs)
-        c, lab, inertia, n_iter, conv = _lloyd(X, w, shift, init - shift, tol, max_iter, bs, bounds=bounds)
+        c, lab, inertia, n_iter, conv = lloyd(X, w, shift, init - shift, tol, max_iter, bs, bounds=bounds,
+                                              config=config)
         return c + shift, lab, inertia, n_iter
 
     f = jax.jit(f)  # max_iter traced (it only bounds the loop): one compilation for both iteration limits
@@ -86,18 +87,13 @@ def _lloyd_run(X, init, w, bounds, max_iter=(3, 300), tol=0.0, bs=64):
 
 
 @pytest.mark.parametrize("dense_fraction,cache", [(0.0, True), (0.5, True), (2.0, True), (2.0, False)])
-def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction, cache):
+def test_hamerly_bounds_keep_lloyd_iterates(dense_fraction, cache):
     """Lloyd with Hamerly's bounds gives the plain iterates: same labels and iteration counts, centres to 1e-12,
     with every iteration a full pass (0.0), the default switch (0.5) and every iteration on the points whose
     bounds do not settle them (2.0), those read from the cache of open rows (``cache``, here at every d) or
     gathered from X; chunks of 64 rows.  Data with exact ties (integer grid points, two equal centres: the
     second's cluster empties and is relocated, ties go to the lowest index) and weighted blobs."""
-    import importlib
-
-    km = importlib.import_module("gmm_jax.kmeans")  # the module (gmm_jax.kmeans is also the function)
-
-    monkeypatch.setattr(km, "_BOUNDS_DENSE_FRACTION", dense_fraction)
-    monkeypatch.setattr(km, "_CACHE_MIN_FEATURES", 0 if cache else 10**9)
+    cfg = gmm_jax.Config(bounds_dense_fraction=dense_fraction, cache_min_features=0 if cache else 10**9)
     g = np.stack(np.meshgrid(np.arange(12.0), np.arange(9.0)), -1).reshape(-1, 2)
     grid = np.concatenate([g, g[::3], g[::7] + 0.5])
     grid_init = np.array([[0.0, 0.0], [0.0, 0.0], [11.0, 8.0], [5.0, 4.0], [5.5, 4.0], [2.0, 7.0]])
@@ -105,7 +101,8 @@ def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction, cache):
     w = np.random.default_rng(46).uniform(0.2, 2.0, X.shape[0])
     blob_init = X[np.random.default_rng(47).choice(X.shape[0], 6, replace=False)]
     for data, init, weights in ((grid, grid_init, None), (X, blob_init, w)):
-        for plain, bounded in zip(_lloyd_run(data, init, weights, False), _lloyd_run(data, init, weights, True)):
+        for plain, bounded in zip(_lloyd_run(data, init, weights, False),
+                                  _lloyd_run(data, init, weights, True, config=cfg)):
             np.testing.assert_array_equal(bounded[1], plain[1])
             assert int(bounded[3]) == int(plain[3])
             np.testing.assert_allclose(bounded[0], plain[0], rtol=1e-12, atol=1e-12)
@@ -114,27 +111,26 @@ def test_hamerly_bounds_keep_lloyd_iterates(monkeypatch, dense_fraction, cache):
 
 
 @pytest.mark.parametrize("cache", [True, False])
-def test_hamerly_bounds_hold_in_float32(monkeypatch, cache):
+def test_hamerly_bounds_hold_in_float32(cache):
     """In float32 the bounded iteration gives, at every iteration, the labels of the full pass from the same centres
     (computed squared distances, ties to the lowest index), on data where rounding decides labels: two groups 2000
     apart, each a grid of spacing 0.25, so ||x||^2 ~ 1e6 and the computed squared distances within a group are off
     by up to ~1.  Without the rounding slack in the bounds (or with 1/100 of it) this test fails."""
-    import importlib
+    from gmm_jax.hamerly import bounded_step, bounds_state
+    from gmm_jax.lloyd import lloyd_pass, lloyd_state
+    from gmm_jax.rows import data_shift
 
-    from gmm_jax._blocks import data_shift
-
-    km = importlib.import_module("gmm_jax.kmeans")
-    monkeypatch.setattr(km, "_BOUNDS_DENSE_FRACTION", 2.0)  # every iteration on the open points only
-    monkeypatch.setattr(km, "_CACHE_MIN_FEATURES", 0 if cache else 10**9)
+    # every iteration on the open points only
+    cfg = gmm_jax.Config(bounds_dense_fraction=2.0, cache_min_features=0 if cache else 10**9)
     bs = 64
 
     def start(X, init):
         shift = data_shift(X, bs)
         c0 = init - shift
-        return shift, km._lloyd_state(X.shape[0], c0) + km._bounds_state(X, shift, c0, bs)
+        return shift, (lloyd_state(X.shape[0], c0), bounds_state(X, shift, c0, bs, cfg))
 
-    step = jax.jit(lambda X, shift, s: km._lloyd_bounds_body(X, None, shift, 0.0, bs, None, None, s))
-    full = jax.jit(lambda X, shift, c, lab: km._lloyd_pass(X, None, shift, c, lab, bs)[0])
+    step = jax.jit(lambda X, shift, s: bounded_step(X, None, shift, 0.0, bs, None, None, cfg, s))
+    full = jax.jit(lambda X, shift, c, lab: lloyd_pass(X, None, shift, c, lab, bs)[0])
     rng = np.random.default_rng(50)
     changed = 0
     for _ in range(4):
@@ -144,10 +140,11 @@ def test_hamerly_bounds_hold_in_float32(monkeypatch, cache):
         Xj = jnp.asarray(X)
         shift, s = jax.jit(start)(Xj, jnp.asarray(init))
         for _ in range(25):
-            prev_centers, prev_labels = s[1], s[2]
+            prev_centers, prev_labels = s[0].centers, s[0].labels
             s = step(Xj, shift, s)
-            np.testing.assert_array_equal(np.asarray(s[2]), np.asarray(full(Xj, shift, prev_centers, s[2])))
-            changed += int(np.sum(np.asarray(s[2]) != np.asarray(prev_labels)))
+            labels = s[0].labels
+            np.testing.assert_array_equal(np.asarray(labels), np.asarray(full(Xj, shift, prev_centers, labels)))
+            changed += int(np.sum(np.asarray(labels) != np.asarray(prev_labels)))
     assert changed > 5000  # the iterations moved points (4000 are the first assignment)
 
 

@@ -1,4 +1,5 @@
-"""Row-blocked reductions and maps: scratch memory is one block's worth, never n x K x D."""
+"""Rows and blocks: row-blocked reductions and maps (scratch memory is one block's worth, never n x K x D), block
+sizes, and the row buckets that let nearby row counts share one compiled program."""
 
 from __future__ import annotations
 
@@ -9,36 +10,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# Elements of the largest (block, K, D) temporary: 2**21 float32 = 8 MiB.
-_SCRATCH_ELEMENTS = 1 << 21
+from gmm_jax.config import Config, any_traced, resolve_config
 
-
-# With R > 1 vmapped restarts every temporary is R times larger.  Measured on a 2-core CPU (d = 2-4, K = 5-16,
-# R = 32): blocks with R x block x K x D near 2**19-2**20 elements ran up to 3x faster than at 2**21 (cache), while
-# splitting n = 2000 rows into two blocks instead of one cost 1.4-3x (per-block overhead), hence 2**20.
-_SCRATCH_ELEMENTS_RESTARTS = 1 << 20
-
-
-# On an accelerator the block loop is sequential kernel launches, not cache reuse: blocks are made as large as a
-# 512 MiB float32 temporary allows (an H100 ran gmmx's cell, 65,536 x 32 x 64, in 64 CPU-sized blocks per pass).
-_SCRATCH_ELEMENTS_ACCELERATOR = 1 << 27
-
-
-def on_accelerator() -> bool:
-    """Whether JAX's default backend is not the CPU (block sizes are then chosen for device memory, not caches)."""
-    return jax.default_backend() != "cpu"
-
-
-def default_block_size(n: int, n_components: int, n_features: int, n_restarts: int = 1) -> int:
-    """Rows per block so that a (block, K, D) temporary stays near 8 MiB (one restart) or the R vmapped restarts'
-    (R, block, K, D) temporaries near 4 MiB on a CPU, near 512 MiB on an accelerator; at least 64 rows, at most
-    16384 (CPU) or 2**22 (accelerator) and n."""
-    if on_accelerator():
-        b = min(_SCRATCH_ELEMENTS_ACCELERATOR // max(1, n_restarts * n_components * n_features), 1 << 22)
+def default_block_size(n: int, n_components: int, n_features: int, n_restarts: int = 1, config: Config = None) -> int:
+    """Rows per block so that a (block, K, D) temporary stays near ``config.scratch_elements`` (one restart) or the R
+    vmapped restarts' (R, block, K, D) temporaries near ``scratch_elements_restarts`` on a CPU, near
+    ``scratch_elements_accelerator`` on an accelerator; at least 64 rows, at most 16384 (CPU) or 2**22
+    (accelerator) and n."""
+    cfg = resolve_config(config)
+    if cfg.accelerator:
+        b = min(cfg.scratch_elements_accelerator // max(1, n_restarts * n_components * n_features), 1 << 22)
     elif n_restarts <= 1:
-        b = min(_SCRATCH_ELEMENTS // max(1, n_components * n_features), 16384)
+        b = min(cfg.scratch_elements // max(1, n_components * n_features), 16384)
     else:
-        b = min(_SCRATCH_ELEMENTS_RESTARTS // max(1, n_restarts * n_components * n_features), 16384)
+        b = min(cfg.scratch_elements_restarts // max(1, n_restarts * n_components * n_features), 16384)
     return balanced_block_size(n, max(64, b))
 
 
@@ -54,9 +39,11 @@ def balanced_block_size(n: int, b: int) -> int:
     return int(min(n, rounded if -(-n // rounded) == nb and rounded <= b else even))
 
 
-def resolve_block_size(block_size, n: int, n_components: int, n_features: int, n_restarts: int = 1) -> int:
+def resolve_block_size(block_size, n: int, n_components: int, n_features: int, n_restarts: int = 1,
+                       config: Config = None) -> int:
+    """``block_size`` clipped to [1, n], or :func:`default_block_size` when None."""
     if block_size is None:
-        return default_block_size(n, n_components, n_features, n_restarts)
+        return default_block_size(n, n_components, n_features, n_restarts, config)
     return int(max(1, min(int(block_size), n)))
 
 
@@ -82,6 +69,7 @@ def block_slices(X: jax.Array, block_size: int, sample_weight, i):
 
 
 def n_blocks(n: int, block_size: int) -> int:
+    """Blocks of ``block_size`` rows that cover ``n`` rows."""
     return -(-n // block_size)
 
 
@@ -158,46 +146,28 @@ def data_shift(X: jax.Array, block_size: int, sample_weight=None, axis_name=None
 
 
 # Row buckets.  fit, initialize, kmeans and the model functions pad X with zero-weight rows (copies of its first row,
-# marked by a mask) up to a bucket below this many rows, so that data sets of nearby sizes share one compiled
-# program: a new row count otherwise costs a whole compilation (1.7-1.9 s for a default fit on a 2-core CPU).  Four
-# buckets per octave: at most 25% more rows.  The price, measured on this machine at n=2000, d=2, K=5
-# (interleaved, best of 25): a default fit 1.50 -> 1.74 ms, 32 restarts 21.3 -> 23.1 ms; kmeans 0.68 -> 0.96 ms, 32
-# restarts 9.7 -> 10.8 ms (the weighted passes and the padding itself, 0.03 ms); a first compilation ~0.2 s more
-# (median of five fresh processes 1.84 against 1.60 s).  From this size on no padding: the pass dominates and the
-# compilation is amortised.  set_row_buckets(0) turns it off.
-BUCKET_MAX_ROWS = 16384
+# marked by a mask) up to a bucket below ``Config.bucket_max_rows`` rows, so that data sets of nearby sizes share one
+# compiled program: a new row count otherwise costs a whole compilation.  Four buckets per octave: at most 25% more
+# rows.  What they cost is measured in docs/performance.md.  ``Config(bucket_max_rows=0)`` turns them off.
 
 
-def set_row_buckets(max_rows: int) -> int:
-    """Pad X to a row bucket below ``max_rows`` rows (default 16384; at most 16384, where the product-form passes
-    and compiler options begin), or never with 0; returns the previous value.  Padding saves a compilation
-    (1.5-1.9 s) for every new row count that falls in a bucket already compiled, and costs a little per call (at
-    n=2000, d=2, K=5: 0.25 ms of a 1.5 ms fit, 1.8 ms of 21 ms for 32 restarts) and ~0.2 s of a first compilation:
-    turn it off for many calls on one row count where that matters."""
-    global BUCKET_MAX_ROWS
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 0 <= max_rows <= 16384:
-        raise ValueError(f"max_rows must be an integer in [0, 16384], got {max_rows!r}")
-    previous, BUCKET_MAX_ROWS = BUCKET_MAX_ROWS, max_rows
-    return previous
-
-
-def row_bucket(n: int) -> int:
+def row_bucket(n: int, max_rows: int = 16384) -> int:
     """The padded row count for ``n`` rows: 64 up to 64 rows, then n rounded up to a multiple of a quarter of the
-    power of two below it (128, 160, 192, 224, 256, 320, ...), at most ``BUCKET_MAX_ROWS - 1``; ``n`` itself from
-    ``BUCKET_MAX_ROWS`` rows."""
-    if n >= BUCKET_MAX_ROWS:
+    power of two below it (128, 160, 192, 224, 256, 320, ...), at most ``max_rows - 1``; ``n`` itself from ``max_rows``
+    rows."""
+    if n >= max_rows:
         return n
     bucket = 64 if n <= 64 else -(-n // (1 << (n.bit_length() - 3))) * (1 << (n.bit_length() - 3))
-    return min(bucket, BUCKET_MAX_ROWS - 1)
+    return min(bucket, max_rows - 1)
 
 
-def pad_rows(X, sample_weight=None):
+def pad_rows(X, sample_weight=None, max_rows: int = 16384):
     """X padded to :func:`row_bucket` rows with copies of its first row: (X, weights, mask, padded) where the weights
     are ``sample_weight`` (or ones) with 0 on the added rows and the mask 1 on the real rows; ``padded`` False (and
     the inputs returned as they are, mask None) when n is already a bucket.  Done in NumPy (fewer than
-    ``BUCKET_MAX_ROWS`` rows): a jitted padding would itself compile once per row count."""
+    ``max_rows`` rows): a jitted padding would itself compile once per row count."""
     n = X.shape[0]
-    rows = row_bucket(n)
+    rows = row_bucket(n, max_rows)
     if rows == n:
         return X, sample_weight, None, False
     x = np.asarray(X)
@@ -214,27 +184,38 @@ def _row_mask(n: int, rows: int, dtype) -> jax.Array:
     return jnp.asarray(np.concatenate([np.ones((n,), dtype), np.zeros((rows - n,), dtype)]))
 
 
-def bucket_rows(X, sample_weight, traced: bool):
+def bucket_rows(X, sample_weight, traced: bool, max_rows: int = 16384):
     """What fit, initialize and kmeans pass to their programs: (X, weights, mask, weighted).  Outside a caller's jit
     (``traced`` False) X is padded to its row bucket by :func:`pad_rows`; ``weighted`` says whether the weights are
     sample weights (else they are only the mask, or None: no padding and no weights)."""
     if traced:
         return X, sample_weight, None, True
-    Xp, w, mask, padded = pad_rows(X, sample_weight)
+    Xp, w, mask, padded = pad_rows(X, sample_weight, max_rows)
     return Xp, w, mask, sample_weight is not None or not padded
 
 
-def any_traced(*trees) -> bool:
-    """Whether any leaf of ``trees`` is a tracer (the call is inside a caller's jit: nothing is padded there)."""
-    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(trees))
-
-
-def bucketed_rows(core, X, *args):
+def bucketed_rows(core, X, *args, max_rows: int = 16384):
     """``core(X, *args)`` (a jitted function whose output has one row per row of X) on X padded to its row bucket and
     cut back to X's rows on the host (an eager slice would compile once per row count); as it is inside a caller's
     jit."""
     if any_traced(X, args):
         return core(X, *args)
-    Xp, _, _, padded = pad_rows(X)
+    Xp, _, _, padded = pad_rows(X, None, max_rows)
     out = core(Xp, *args)
     return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[:X.shape[0]]), out) if padded else out
+
+
+def map_blocks(fn, X, block_size: int):
+    """``fn(xb)`` on every block of ``block_size`` rows of X (a (B, D) block in, a pytree of (B, ...) arrays out), the
+    outputs stitched back to one row per row of X.  The last block is shifted back to stay in bounds (no copy of
+    X)."""
+    n = X.shape[0]
+    if block_size >= n:
+        return fn(X)
+
+    def body(_, i):
+        start = jnp.minimum(i * block_size, n - block_size)
+        return None, fn(lax.dynamic_slice_in_dim(X, start, block_size, axis=0))
+
+    _, out = lax.scan(body, None, jnp.arange(n_blocks(n, block_size)))
+    return unblock(out, n, block_size)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gmm_jax.config import all_finite, is_traced
 from gmm_jax.params import COVARIANCE_TYPES, GMMParams, check_covariance_type, prec_chol_shape
 
 INITS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -19,7 +20,7 @@ INITS = ("kmeans", "k-means++", "random", "random_from_data")
 
 # one compiled check instead of two eager operations (each eager operation compiles on its first use); arrays of
 # up to _HOST_CHECK_ELEMENTS elements are checked on the host instead
-_all_finite = jax.jit(lambda x: jnp.all(jnp.isfinite(x)))
+_finite_on_device = jax.jit(all_finite)
 _HOST_CHECK_ELEMENTS = 1 << 18
 
 
@@ -35,10 +36,6 @@ def key_form(key):
     return keys, None
 
 
-def _is_traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
 def float_dtype(x) -> np.dtype:
     """float64 if the input is float64 and x64 is enabled, else float32."""
     dt = getattr(x, "dtype", None)
@@ -49,7 +46,7 @@ def float_dtype(x) -> np.dtype:
 
 def as_data(X, name: str = "X"):
     """Convert to a 2-D floating JAX array; raise ValueError naming the problem."""
-    if _is_traced(X):
+    if is_traced(X):
         if X.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
         return X if jnp.issubdtype(X.dtype, jnp.floating) else X.astype(jnp.float32)
@@ -64,7 +61,7 @@ def as_data(X, name: str = "X"):
         if X.dtype != dtype:
             X = X.astype(dtype)
         # small arrays on the host (a jitted check compiles once per shape: 70 ms for a new row count)
-        finite = np.all(np.isfinite(np.asarray(X))) if X.size <= _HOST_CHECK_ELEMENTS else bool(_all_finite(X))
+        finite = np.all(np.isfinite(np.asarray(X))) if X.size <= _HOST_CHECK_ELEMENTS else bool(_finite_on_device(X))
         if not finite:
             bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]
             raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
@@ -93,7 +90,7 @@ def as_data(X, name: str = "X"):
 def as_sample_weight(sample_weight, n: int, dtype):
     if sample_weight is None:
         return None
-    if _is_traced(sample_weight):
+    if is_traced(sample_weight):
         return sample_weight.astype(dtype)
     w = np.asarray(sample_weight, dtype=np.float64)
     if w.shape != (n,):
@@ -144,7 +141,7 @@ def validate_params(params: GMMParams, covariance_type: str, n_components: int, 
     """Check explicit parameters: shapes, finite values, weights summing to one, positive-definite factors.
     Traced parameters get the shape checks only.  ``name`` is how error messages call them."""
     _check_params_shapes(params, covariance_type, n_components, n_features, name)
-    if any(_is_traced(p) for p in params):
+    if any(is_traced(p) for p in params):
         return GMMParams(*(jnp.asarray(p, dtype) for p in params))
     lw = np.asarray(params.log_weights, dtype=np.float64)
     means = np.asarray(params.means, dtype=np.float64)
@@ -190,7 +187,7 @@ def check_component(component, n_components: int) -> None:
     """``component``: an integer in [0, K) or a 1-D array of them (values checked unless traced)."""
     if np.ndim(component) > 1:
         raise ValueError(f"component must be an integer or a 1-D array of integers, got shape {np.shape(component)}")
-    if _is_traced(component):
+    if is_traced(component):
         return
     c = np.asarray(component)
     if not (np.issubdtype(c.dtype, np.integer) or (np.issubdtype(c.dtype, np.floating) and np.all(c == np.round(c)))):

@@ -1,0 +1,125 @@
+"""Engine configuration: every tuning choice of the passes, blocks and K-means, as one frozen, hashable value.
+
+A :class:`Config` is passed to the jitted programs as a static argument, so a different configuration compiles a
+different program (and a test passes a value instead of patching a module).  The backend is inspected in one place,
+:func:`default_config`; everything else reads ``config.accelerator``.
+
+    >>> cfg = gmm_jax.Config(bucket_max_rows=0)          # no row buckets
+    >>> gmm_jax.fit(key, X, 3, config=cfg)
+
+The measurements behind the defaults are in ``benchmarks/results/PROFILE.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# float32 products at full precision on every backend (GPUs would otherwise use TF32 for float32)
+HIGHEST = lax.Precision.HIGHEST
+
+# The CPU compiler option a large full-covariance fit is compiled with (XLA's YNNPACK dot fusion off).
+CPU_DOT_OPTIONS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Tuning of the engine (defaults are the measured choices for the backend; see PROFILE.md).
+
+    Attributes:
+      accelerator: block sizes for device memory and vmapped restarts/Lloyd (True on GPU/TPU), else CPU choices.
+      scratch_elements: elements of the largest (block, K, D) temporary of one restart on a CPU.
+      scratch_elements_restarts: the same for all R > 1 vmapped restarts together on a CPU.
+      scratch_elements_accelerator: the same on an accelerator.
+      bucket_max_rows: below this many rows X is padded to a row bucket (0: never), see :func:`gmm_jax.rows.row_bucket`.
+      small_full_max_d: full covariances with at most this many features take the elementwise small-D form.
+      quad_max_d: full covariances take the raw-moment product form up to this many features.
+      product_min_rows: fewer rows than this: no product form (and no CPU compiler options).
+      product_tol, product_tol_full: the product form is taken when its error bound is at most this (full: _full).
+      cpu_dot_options: compiler options of large full-covariance fits on a CPU (() for none).
+      seed_small_d: k-means++ candidate potentials candidate-major up to this many features.
+      bounds_min_rows: K-means algorithm 'auto' uses Hamerly's bounds on a CPU from this many rows.
+      bounds_dense_fraction: a bounded iteration with more open points than this fraction takes one full pass.
+      cache_min_features: the bounded iteration caches its open rows from this many features.
+      small_div, append_div: the bounded iteration's last chunk and cache appends in pieces of 1/small_div and
+        1/append_div chunk.
+    """
+
+    accelerator: bool = False
+    scratch_elements: int = 1 << 21
+    scratch_elements_restarts: int = 1 << 20
+    scratch_elements_accelerator: int = 1 << 27
+    bucket_max_rows: int = 16384
+    small_full_max_d: int = 3
+    quad_max_d: int = 12
+    product_min_rows: int = 16384
+    product_tol: float = 1e-3
+    product_tol_full: float = 3e-4
+    cpu_dot_options: tuple = CPU_DOT_OPTIONS
+    seed_small_d: int = 8
+    bounds_min_rows: int = 50_000
+    bounds_dense_fraction: float = 0.5
+    cache_min_features: int = 32
+    small_div: int = 4
+    append_div: int = 16
+
+    def __post_init__(self):
+        if isinstance(self.bucket_max_rows, bool) or not isinstance(self.bucket_max_rows, int) or not (
+                0 <= self.bucket_max_rows <= 16384):
+            raise ValueError(f"bucket_max_rows must be an integer in [0, 16384], got {self.bucket_max_rows!r}")
+        if not isinstance(self.cpu_dot_options, tuple):
+            raise ValueError(f"cpu_dot_options must be a tuple of (name, value) pairs, got {self.cpu_dot_options!r}")
+
+
+@functools.cache
+def _backend_config(accelerator: bool) -> Config:
+    return Config(accelerator=accelerator)
+
+
+def default_config() -> Config:
+    """The defaults for JAX's current default backend (the one place the backend is inspected)."""
+    return _backend_config(jax.default_backend() != "cpu")
+
+
+def resolve_config(config: Config | None) -> Config:
+    """``config``, or :func:`default_config` when None."""
+    if config is None:
+        return default_config()
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a gmm_jax.Config or None, got {type(config).__name__}")
+    return config
+
+
+@functools.cache
+def compiler_options_supported(options: tuple) -> bool:
+    """Whether this XLA knows the (experimental) compiler ``options``; probed once per set."""
+    import numpy as np
+
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=dict(options))(np.zeros((), np.float32))
+    except Exception:  # an XLA without the option: "No such compile option"
+        return False
+    return True
+
+
+def all_finite(tree) -> jax.Array:
+    """() bool: every leaf of ``tree`` is finite everywhere (traceable)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def is_traced(x) -> bool:
+    """Whether ``x`` is a tracer (the call is inside a caller's jit)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def any_traced(*trees) -> bool:
+    """Whether any leaf of ``trees`` is a tracer (nothing is padded or checked on the host there)."""
+    return any(is_traced(a) for a in jax.tree.leaves(trees))
+
+
+__all__ = ["Config", "HIGHEST", "all_finite", "any_traced", "compiler_options_supported", "default_config",
+           "is_traced", "resolve_config"]

@@ -1,0 +1,143 @@
+"""The one E-step: per covariance type one blocked log-density, one normalisation, one block pass.
+
+Everything that evaluates a mixture's densities goes through these functions: the whole-array math layer
+(:func:`gmm_jax.e_step`, :func:`gmm_jax.log_likelihood`, ...), the model functions (``predict*``, ``score``), and
+the fused pass of ``fit``, ``fit_stream`` and ``fit_sharded`` (:func:`gmm_jax.engine.em_pass`, whose fast forms
+in :mod:`gmm_jax.forms` have the signature of :func:`centred_block` and are tested equal to it).
+
+Points arrive shifted by a reference point near the data (``xs = x - shift``) and the parameters are in the same
+coordinates, so float32 stays accurate for data with a large offset.
+
+    log N(x | mu, Sigma) = -D/2 log(2 pi) + log det U - 1/2 ||(x - mu) U||^2      (U: precision Cholesky factor)
+    log q_k(x)           = log phi_k + log N(x | mu_k, Sigma_k) - log p(x)          (E-step)
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gmm_jax.config import HIGHEST
+from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_shape
+from gmm_jax.stats import block_stats
+
+
+def component_major(covariance_type: str) -> bool:
+    """Whether :func:`block_log_joint` returns (K, B) (full, tied: one large matrix product) rather than (B, K)."""
+    return covariance_type in ("full", "tied")
+
+
+def log_prob_factors(params: GMMParams, covariance_type: str):
+    """Per-pass constants of the blocked log-density, computed once outside the block loop: (a, b, const) with
+    full: a = [U_1 ... U_K] (D, K D), b = mu_k U_k (K, D); tied: a = U, b = mu U; diag/spherical: a = U, b = mu;
+    const (K,) (tied: ()) the normalising constants."""
+    k, d = params.means.shape
+    want = prec_chol_shape(covariance_type, k, d)  # also rejects an unknown covariance type
+    if tuple(jnp.shape(params.prec_chol)) != want:
+        raise ValueError(f"prec_chol for covariance_type={covariance_type!r} with K={k}, D={d} must have shape {want}, "
+                         f"got {tuple(jnp.shape(params.prec_chol))}")
+    const = -0.5 * d * math.log(2 * math.pi) + log_det_prec_chol(params.prec_chol, covariance_type, d)
+    if covariance_type == "full":
+        u_all = jnp.transpose(params.prec_chol, (1, 0, 2)).reshape(d, k * d)
+        return u_all, jnp.einsum("kd,kde->ke", params.means, params.prec_chol, precision=HIGHEST), const
+    if covariance_type == "tied":
+        return params.prec_chol, jnp.matmul(params.means, params.prec_chol, precision=HIGHEST), const
+    return params.prec_chol, params.means, const
+
+
+def block_log_prob(xs, factors, covariance_type: str):
+    """Gaussian log-densities of a block of shifted points ``xs`` (B, D): (K, B) for full and tied covariances,
+    (B, K) for diagonal and spherical ones (see :func:`component_major`).
+
+    Full: ``(x - mu_k) U_k = x U_k - mu_k U_k``, every component's whitened residual from one (K D, D) x (D, B)
+    product; the component-major orientation makes the sums over D and the normalisation over K run across
+    contiguous rows of length B (XLA's CPU backend vectorises those).
+    """
+    a, b, const = factors
+    if covariance_type in ("full", "tied"):
+        z = jnp.matmul(a.T, xs.T, precision=HIGHEST)  # (K D, B) full, (D, B) tied
+        z = z.reshape(b.shape + (xs.shape[0],)) if covariance_type == "full" else z[None]
+        y = z - b[:, :, None]  # (K, D, B)
+        return -0.5 * jnp.sum(jnp.square(y), axis=1) + jnp.expand_dims(const, -1)
+    if covariance_type == "diag":
+        y = (xs[:, None, :] - b[None]) * a[None]
+    else:
+        y = (xs[:, None, :] - b[None]) * a[None, :, None]
+    return -0.5 * jnp.sum(jnp.square(y), axis=-1) + const
+
+
+def block_log_joint(xs, params: GMMParams, factors, covariance_type: str):
+    """``log phi_k + log N(x_b | mu_k, Sigma_k)`` of a block, in :func:`block_log_prob`'s orientation."""
+    lw = params.log_weights[:, None] if component_major(covariance_type) else params.log_weights[None, :]
+    return block_log_prob(xs, factors, covariance_type) + lw
+
+
+def normalize(lj, axis: int):
+    """The E-step's normalisation over the component ``axis`` of log-joints ``lj``: (e, tot, log_norm) with
+    ``e = exp(lj - m)``, ``tot = sum e`` (kept dims) and ``log_norm = m + log tot``, so the responsibilities are
+    ``e / tot`` (one exponential per entry) and the log-responsibilities ``lj - log_norm``."""
+    m = lax.stop_gradient(jnp.max(lj, axis=axis, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(lj - m)
+    tot = jnp.sum(e, axis=axis, keepdims=True)
+    return e, tot, jnp.squeeze(m + jnp.log(tot), axis)
+
+
+def weighted_resp(lj, wb, axis: int):
+    """(responsibilities times the points' weights ``wb``, sum of ``wb log p(x)`` over the block) from log-joints."""
+    e, tot, ln = normalize(lj, axis)
+    resp = e * (jnp.expand_dims(wb, axis) / tot)
+    return resp, jnp.sum(jnp.where(wb > 0, wb * ln, 0.0))
+
+
+def centred_block(xs, wb, params: GMMParams, factors, covariance_type: str, with_stats: bool, small_d: int = 3):
+    """The reference form of one block of the fused pass: E-step, then the block's statistics about the current
+    means (or only the counts, ``with_stats`` False), and the weighted log-likelihood sum.
+
+    Args:
+      xs: (B, D) shifted points; wb: (B,) their weights (0 for rows outside the block).
+      params: parameters in the shifted coordinates; factors: :func:`log_prob_factors` of them.
+    Returns:
+      (SuffStats about ``params.means``, or counts (K,)), sum_b w_b log p(x_b).
+    """
+    km = component_major(covariance_type)
+    kax = 0 if km else 1
+    resp, ll = weighted_resp(block_log_joint(xs, params, factors, covariance_type), wb, kax)
+    if with_stats:
+        return block_stats(xs, resp, params.means, covariance_type, component_major=km, small_d=small_d), ll
+    return jnp.sum(resp, axis=1 - kax), ll
+
+
+def block_posteriors(xs, params: GMMParams, factors, covariance_type: str):
+    """Per-point E-step of a block: (log-joints (B, K), log-responsibilities (B, K), log p(x) (B,)), point-major."""
+    lj = block_log_joint(xs, params, factors, covariance_type)
+    if component_major(covariance_type):
+        lj = lj.T
+    _, _, ln = normalize(lj, 1)
+    return lj, lj - ln[:, None], ln
+
+
+def reference_point(params: GMMParams) -> jax.Array:
+    """A point near the mixture (its mean under the weights), held constant for gradients: the shift of the
+    whole-array functions and the model functions (which evaluate in coordinates about it)."""
+    phi = jax.nn.softmax(params.log_weights)
+    return lax.stop_gradient(jnp.einsum("k,kd->d", phi, params.means, precision=HIGHEST))
+
+
+def shifted(params: GMMParams, shift) -> GMMParams:
+    """The parameters in coordinates about ``shift`` (means minus it)."""
+    return params._replace(means=params.means - shift)
+
+
+def posteriors(X, params: GMMParams, covariance_type: str):
+    """:func:`block_posteriors` of all of X as one block, about :func:`reference_point` (the math layer's E-step)."""
+    c = reference_point(params)
+    p = shifted(params, c)
+    return block_posteriors(X - c, p, log_prob_factors(p, covariance_type), covariance_type)
+
+
+__all__ = ["block_log_joint", "block_log_prob", "block_posteriors", "centred_block", "component_major",
+           "log_prob_factors", "normalize", "posteriors", "reference_point", "shifted", "weighted_resp"]

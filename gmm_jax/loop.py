@@ -1,0 +1,305 @@
+"""The EM loop: one jitted program runs every restart (vmapped) from initialisation to convergence.
+
+Each iteration is one fused pass over row blocks (:func:`gmm_jax.engine.em_pass`: the E-step and the sufficient
+statistics about the current means, block by block, so scratch memory is one block's worth), then the closed-form
+M-step (:func:`gmm_jax.stats.m_step`).  The data are never copied: a reference point near the data's mean is
+subtracted block by block, which keeps float32 accurate for data with a large offset.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gmm_jax.config import Config, all_finite, any_traced, compiler_options_supported, resolve_config
+from gmm_jax.engine import em_pass, product_applies
+from gmm_jax.forms import data_extent
+from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, map_restarts
+from gmm_jax.params import GMMParams
+from gmm_jax.rows import bucket_rows, resolve_block_size
+from gmm_jax.stats import m_step
+
+
+class FitResult(NamedTuple):
+    """Result of :func:`fit` (R = number of restarts, T = max_iter).
+
+    Attributes:
+      params: ``GMMParams`` of the best restart (highest final log-likelihood among finite restarts).
+      best: () index of the best restart.
+      log_likelihood: (R,) mean (weighted) log-likelihood per point of each restart's returned parameters.
+      lower_bound: (R,) scikit-learn's ``lower_bound_``: the mean log-likelihood computed in the last iteration's
+        E-step, i.e. of the parameters *before* the last M-step.
+      n_iter: (R,) EM iterations run.
+      converged: (R,) |change of mean log-likelihood| < tol reached within max_iter.
+      finite: (R,) False if an update produced non-finite values (the last finite parameters are kept).
+      trace: (R, T) mean log-likelihood at each iteration's E-step; entries at and after ``n_iter`` are NaN.
+      counts: (R, K) effective (weighted) number of points per component under the returned parameters; a
+        component with a count below 1 is (near-)empty.
+      all_params: ``GMMParams`` with a leading (R,) axis: every restart's parameters.
+    """
+
+    params: GMMParams
+    best: jax.Array
+    log_likelihood: jax.Array
+    lower_bound: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    finite: jax.Array
+    trace: jax.Array
+    counts: jax.Array
+    all_params: GMMParams
+
+
+class EMState(NamedTuple):
+    """The EM loop's state (one restart)."""
+
+    n_iter: jax.Array  # () iterations run
+    params: GMMParams  # current parameters (shifted coordinates)
+    log_likelihood: jax.Array  # () mean log-likelihood of the last E-step
+    trace: jax.Array  # (T,) per-iteration mean log-likelihood, NaN after n_iter
+    converged: jax.Array  # ()
+    finite: jax.Array  # () False once an update was not finite (the last finite parameters are kept)
+
+
+class Context(NamedTuple):
+    """What every restart's loop reads besides its state: the data, weights and their total, the reference point,
+    the data's extent (None: no product form) and the loop's constants."""
+
+    X: jax.Array
+    w: jax.Array | None
+    shift: jax.Array
+    wsum: jax.Array
+    extent: tuple | None
+
+
+def em_state(params: GMMParams, max_iter: int, dtype) -> EMState:
+    """The state before the first iteration."""
+    return EMState(jnp.zeros((), jnp.int32), params, jnp.array(-jnp.inf, dtype), jnp.full((max_iter,), jnp.nan, dtype),
+                   jnp.array(False), all_finite(params))
+
+
+def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_type, bs, config, axis_name=None):
+    """EM iterations from ``state`` until ``until`` iterations in all, convergence, or a non-finite update."""
+
+    def cond(s):
+        return (s.n_iter < until) & ~s.converged & s.finite
+
+    def body(s):
+        stats, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, s.params, covariance_type, bs, config, axis_name=axis_name,
+                                extent=ctx.extent)
+        ll = ll_sum / ctx.wsum
+        new = m_step(stats, s.params.means, covariance_type, reg_covar)
+        ok = all_finite(new) & jnp.isfinite(ll)
+        params = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, s.params)
+        return EMState(s.n_iter + 1, params, ll, s.trace.at[s.n_iter].set(ll), jnp.abs(ll - s.log_likelihood) < tol, ok)
+
+    return lax.while_loop(cond, body, state)
+
+
+def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis_name=None):
+    """The per-restart outputs: (params, mean log-likelihood of them, lower bound, n_iter, converged, finite, trace,
+    counts)."""
+    counts, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, state.params, covariance_type, bs, config, with_stats=False,
+                             axis_name=axis_name, extent=ctx.extent)
+    return (state.params, ll_sum / ctx.wsum, state.log_likelihood, state.n_iter, state.converged, state.finite,
+            state.trace, counts)
+
+
+def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
+          init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None):
+    """Initialisation of every restart: (loop states with a leading restart axis, :class:`Context`).  The data's
+    extent (for the product form of the passes) is computed for one restart where
+    :func:`gmm_jax.engine.product_applies` says so.  ``n_split`` > 0: ``keys`` is one key, split here into that
+    many restart keys (inside the compiled program: an eager split is a compilation of its own)."""
+    cfg = resolve_config(config)
+    if n_split:
+        keys = restart_keys(keys, n_split)
+    shift, wsum, data_cov, tol_kmeans = init_context(X, w, reg_covar, n_components=n_components,
+                                                     covariance_type=covariance_type, init=init, bs=block_size,
+                                                     mask=mask, axis_name=axis_name)
+    centers = None
+    if init == "kmeans" and init_params is None and keys.shape[0] > 1:
+        centers = kmeans_init_centers(keys, X, w, shift, tol_kmeans, n_components=n_components, bs=block_size,
+                                      bs_lloyd=init_block_size or block_size, mask=mask, axis_name=axis_name,
+                                      weighted=weighted, config=cfg)
+
+    def one(key, c):
+        p0 = initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
+                            n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size,
+                            mask=mask, axis_name=axis_name, weighted=weighted, centers=c, config=cfg)
+        return em_state(p0, max_iter, X.dtype)
+
+    extent = None
+    if product_applies(covariance_type, *X.shape, cfg) and (n_split or keys.shape[0]) == 1:
+        extent = data_extent(X, w, shift, block_size, axis_name)
+    return map_restarts(one, keys, centers), Context(X, w, shift, wsum, extent)
+
+
+def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
+             init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None):
+    """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
+    ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
+    ``block_size``)."""
+    cfg = resolve_config(config)
+    state, ctx = start(keys, X, w, init_params, reg_covar, n_components=n_components, covariance_type=covariance_type,
+                       init=init, max_iter=max_iter, block_size=block_size, init_block_size=init_block_size, mask=mask,
+                       axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg)
+    kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg)
+
+    def one(s):
+        return em_finish(em_run(s, ctx, tol, reg_covar, max_iter, **kw), ctx, **kw)
+
+    return collect(map_restarts(one, state), ctx.shift)
+
+
+def collect(out, shift) -> "FitResult":
+    """The :class:`FitResult` of every restart's outputs (means back to data coordinates, the best restart)."""
+    params, ll, lb, n_iter, conv, finite, trace, counts = out
+    params = params._replace(means=params.means + shift)
+    best = jnp.argmax(jnp.where(finite & jnp.isfinite(ll), ll, -jnp.inf))
+    best_params = jax.tree.map(lambda a: a[best], params)
+    return FitResult(best_params, best, ll, lb, n_iter, conv, finite, trace, counts, params)
+
+
+FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_size", "init_block_size", "axis_name",
+               "weighted", "n_split", "config")
+
+
+def compiler_options(covariance_type: str, n: int, config: Config, traced: bool = False) -> tuple:
+    """Compiler options (as sorted items) of a fit of this covariance type on ``n`` rows: ``config.cpu_dot_options``
+    for full covariances on a CPU from ``config.product_min_rows`` rows (the matrix products then go to the default
+    dot kernels, see PROFILE.md), where this XLA knows them; none when ``traced`` (inside a caller's jit, whose
+    compilation options are the caller's)."""
+    opts = tuple(sorted(config.cpu_dot_options))
+    if traced or covariance_type != "full" or n < config.product_min_rows or config.accelerator or not opts:
+        return ()
+    return opts if compiler_options_supported(opts) else ()
+
+
+@functools.cache
+def program(fn, static_argnames: tuple, options: tuple):
+    """``jax.jit(fn)`` with these compiler options (one jitted function per combination, so each keeps its cache)."""
+    return jax.jit(fn, static_argnames=static_argnames, compiler_options=dict(options) or None)
+
+
+def fit_program(covariance_type: str, n: int, config: Config, traced: bool = False):
+    """The jitted whole fit :func:`fit` calls for this covariance type and ``n`` rows (``traced``: inside a caller's
+    jit)."""
+    return program(fit_body, FIT_STATICS, compiler_options(covariance_type, n, config, traced))
+
+
+def restart_keys(key, n_restarts: int):
+    """The per-restart keys :func:`fit` uses: ``jax.random.split(key, n_restarts)``."""
+    return jax.random.split(key, n_restarts)
+
+
+def key_input(key, n_restarts: int):
+    """(key or keys, R, n_split) from one PRNG key (to be split into ``n_restarts``: n_split = R) or a 1-D batch of
+    keys (typed or raw uint32; n_split = 0)."""
+    from gmm_jax.validation import key_form
+
+    keys, form = key_form(key)
+    if form == "one":
+        return keys, n_restarts, n_restarts
+    if form == "batch":
+        return keys, keys.shape[0], 0
+    raise ValueError(f"key must be a PRNG key or a 1-D batch of keys (one per restart), got shape {keys.shape}")
+
+
+def key_batch(key, n_restarts: int):
+    """(keys (R,), R) from one PRNG key (split into ``n_restarts``) or a 1-D batch of keys (typed or raw uint32)."""
+    keys, n_restarts, n_split = key_input(key, n_restarts)
+    return (restart_keys(keys, n_split) if n_split else keys), n_restarts
+
+
+def fit(
+    key,
+    X,
+    n_components: int,
+    *,
+    covariance_type: str = "full",
+    n_restarts: int = 1,
+    init: str = "kmeans",
+    init_params: GMMParams | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    sample_weight=None,
+    block_size: int | None = None,
+    progress=None,
+    progress_every: int = 10,
+    config: Config | None = None,
+) -> FitResult:
+    """Fit a Gaussian mixture by EM, ``n_restarts`` restarts at once (vmapped); the best is returned.
+
+    Iterates E-step / M-step until the mean log-likelihood changes by less than ``tol`` (absolute, per point) or
+    ``max_iter`` iterations, as scikit-learn's ``GaussianMixture``.
+
+    Args:
+      key: a PRNG key (restart ``r`` uses ``jax.random.split(key, n_restarts)[r]``), or an array of R keys used
+        directly, one per restart (``n_restarts`` is then R).
+      X: (n, D) data; float64 is kept when ``jax_enable_x64`` is on, anything else becomes float32.
+      n_components: K.
+      covariance_type: 'full', 'tied', 'diag' or 'spherical'.
+      n_restarts: R.
+      init: 'kmeans' (k-means++ then Lloyd, hard assignments, M-step), 'k-means++' (seeds, hard assignments,
+        M-step), 'random' (random responsibilities, M-step) or 'random_from_data' (K distinct points as means,
+        the data covariance, equal weights). Ignored when ``init_params`` is given.
+      init_params: explicit initial ``GMMParams`` (warm start), used by every restart.
+      max_iter: maximum EM iterations (also the length of ``trace``).
+      tol: convergence threshold on the change of the mean log-likelihood.
+      reg_covar: added to the covariance diagonals (in data units squared).
+      sample_weight: optional (n,) non-negative weights.
+      block_size: rows per block (default: the (block, K, D) scratch near 8 MiB on a CPU, 4 MiB for R > 1 restarts
+        together, 512 MiB on an accelerator).
+      progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
+        ``f(iteration, log_likelihoods (R,))`` receives them instead (NaN for restarts that already stopped).
+        The loop then runs in jitted chunks of ``progress_every`` iterations and the host reports between chunks, so
+        nothing leaves the device inside the loop; results are the same as without progress (log-likelihoods up to
+        the last bit: the chunk is compiled separately).
+      progress_every: iterations per chunk when ``progress`` is set.
+      config: :class:`gmm_jax.Config`, the engine's tuning (default: the backend's); part of the compiled program.
+
+    Returns:
+      :class:`FitResult`.
+
+    Example:
+      >>> res = gmm_jax.fit(jax.random.key(0), X, 3, n_restarts=8)
+      >>> labels = gmm_jax.predict(X, res.params)
+    """
+    from gmm_jax.progress import fit_with_progress, print_progress
+    from gmm_jax.validation import validate_fit
+
+    cfg = resolve_config(config)
+    keys, n_restarts, n_split = key_input(key, n_restarts)
+    X, w, init_params = validate_fit(
+        X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
+    )
+    with_progress = not (progress is None or progress is False)
+    if with_progress:
+        if not (progress is True or callable(progress)):
+            raise ValueError(f"progress must be True, False, None or a callable f(iteration, log_likelihoods), got "
+                             f"{progress!r}")
+        if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
+            raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
+    traced = any_traced(keys, X, w, init_params)
+    X, w, mask, weighted = bucket_rows(X, w, traced, cfg.bucket_max_rows)  # nearby row counts share one program
+    bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts, cfg)
+    statics = dict(n_components=n_components, covariance_type=covariance_type,
+                   init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs,
+                   init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], config=cfg),
+                   n_split=n_split, weighted=weighted, config=cfg)
+    tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
+    if not with_progress:
+        return fit_program(covariance_type, X.shape[0], cfg, traced)(keys, X, w, init_params, tol_a, reg_a, mask=mask,
+                                                                     **statics)
+    return fit_with_progress(keys, X, w, init_params, tol_a, reg_a, print_progress if progress is True else progress,
+                             progress_every, mask=mask, **statics)
+
+
+__all__ = ["Context", "EMState", "FitResult", "collect", "em_finish", "em_run", "em_state", "fit", "fit_body",
+           "fit_program", "key_batch", "key_input", "program", "restart_keys", "start"]
