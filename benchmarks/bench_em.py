@@ -37,7 +37,7 @@ GRID = [(100_000, 16, 16), (100_000, 64, 8), (1_000_000, 8, 16)]
 
 def flops_per_iter(n, d, k, covariance_type):
     """Flops of the products of one iteration: full 4 n K D^2 (whitening and second moments); the product form a
-    single fit of the other types takes (gmm_jax.fit._product_block): tied 4 n D (D + K) (whitening, log-densities,
+    single fit of the other types takes (gmm_jax.forms.product_block): tied 4 n D (D + K) (whitening, log-densities,
     scatter, first moments), diag 8 n K D (four (K, D)-by-(D, n) sized products), spherical 4 n K D (two)."""
     if covariance_type == "full":
         return 4.0 * n * k * d * d

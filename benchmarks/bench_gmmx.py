@@ -34,12 +34,11 @@ def _use_default_precision():
     """An experiment, not a library option: make gmm_jax's matrix products use JAX's default precision instead of
     ``Precision.HIGHEST`` (the modules read their ``HIGHEST`` constant when a function is traced), as gmmx does.
     On NVIDIA GPUs that is TF32 for float32; on a CPU it changes nothing."""
-    import importlib
-
     from jax import lax
 
-    for name in ("gmm_jax.fit", "gmm_jax.kmeans", "gmm_jax.params"):
-        importlib.import_module(name).HIGHEST = lax.Precision.DEFAULT
+    for name, module in list(sys.modules.items()):  # every gmm_jax module that imported the constant
+        if name.startswith("gmm_jax") and hasattr(module, "HIGHEST"):
+            module.HIGHEST = lax.Precision.DEFAULT
 
 
 def _child(lib, path, iters, repeats, precision="highest"):

@@ -58,22 +58,22 @@ def main(argv=None):
     # The wall-clock difference is within this machine's run-to-run noise; the added work itself is measured
     # directly: one chunk boundary = a chunk call that runs no iteration + copying the counters and the trace.
     import jax.numpy as jnp
+    from gmm_jax.progress import progress_programs
+    from gmm_jax.rows import resolve_block_size
 
-    from gmm_jax._blocks import resolve_block_size
-    from gmm_jax.fit import _progress_programs
-
-    fit_start, fit_chunk, _ = _progress_programs("full", n)
-    bs = resolve_block_size(None, n, k, d)
+    cfg = gmm_jax.default_config()
+    fit_start, fit_chunk, _ = progress_programs("full", n, cfg)
+    bs = resolve_block_size(None, n, k, d, config=cfg)
     Xj = jnp.asarray(X)
     keys = gmm_jax.restart_keys(jax.random.key(0), 1)
-    state, shift, wsum, extent = fit_start(keys, Xj, None, p0, jnp.float32(1e-6), n_components=k,
-                                           covariance_type="full", init="explicit", max_iter=40, block_size=bs)
+    state, ctx = fit_start(keys, Xj, None, p0, jnp.float32(1e-6), n_components=k, covariance_type="full",
+                           init="explicit", max_iter=40, block_size=bs, config=cfg)
     zero = jnp.asarray(0, jnp.int32)
 
     def boundary():
-        st = fit_chunk(state, Xj, None, shift, wsum, extent, jnp.float32(0.0), jnp.float32(1e-6), zero,
-                       covariance_type="full", block_size=bs)
-        np.asarray(st[0]), np.asarray(st[3])
+        st = fit_chunk(state, ctx, jnp.float32(0.0), jnp.float32(1e-6), zero, covariance_type="full", block_size=bs,
+                       config=cfg)
+        np.asarray(st.n_iter), np.asarray(st.trace)
 
     boundary()
     per_boundary = best_time(boundary, 20)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-import jax.numpy as jnp
 from jax import lax
 
 from gmm_jax.config import Config

@@ -16,8 +16,7 @@ u`` and ``4 s_a (s_a - u) > 2 e`` settle it too.  The bounds are bounds on the e
 squared distance ``c`` off by at most ``e`` gives the distance to within ``min(sqrt(e), e / sqrt(c))``
 (``|sqrt(c) - sqrt(c')| = |c - c'| / (sqrt(c) + sqrt(c'))``), added to ``u`` and subtracted from ``l``; then
 each iteration moves ``u`` up by its centre's shift and ``l`` down by the largest shift of another centre, all
-rounded outward.  (The uniform margin used before, ``2 sqrt(2 E)`` in distance, kept a quarter of the points
-at n=1e5, d=64, K=16 open in every iteration.)  Every other point gets the full pass's computation
+rounded outward (PROFILE.md, ninth session, compares this with a uniform margin).  Every other point gets the full pass's computation
 (:func:`gmm_jax.lloyd.assign_block`, chunk by chunk).  The sums of the points by label (local to a device when
 sharded) are carried and updated by the points whose label changed; a full pass recomputes them.  Empty
 clusters: the exact distances the relocation needs come from one full pass, as in the plain iteration.
@@ -235,7 +234,7 @@ def _geometry(new, centers):
 
 def _open_points(s: LloydState, b: Bounds, mask):
     """(bounds moved, the open points: real and not settled by their bounds, their number, real points)."""
-    n, (k, d) = s.labels.shape[0], s.centers.shape
+    n, d = s.labels.shape[0], s.centers.shape[1]
     eps = jnp.finfo(b.u.dtype).eps
     u, l, half = _loosen(b, s.labels, d, eps)
     e_pt = _rounding_error(b.x2, b.c_max, d, eps)

@@ -10,13 +10,12 @@ import jax
 import jax.numpy as jnp
 
 from gmm_jax.clustering import kmeans_plusplus, kmeans_tolerance, lloyd, lloyd_restarts
-from gmm_jax.config import Config, any_traced, resolve_config
+from gmm_jax.config import HIGHEST, Config, any_traced, resolve_config
 from gmm_jax.engine import stats_pass
 from gmm_jax.lloyd import assign_block
 from gmm_jax.params import GMMParams, prec_chol_from_covariances
 from gmm_jax.rows import block_reduce, bucket_rows, data_shift, psum, resolve_block_size
 from gmm_jax.stats import m_step
-from gmm_jax.config import HIGHEST
 
 
 def map_restarts(fn, *args):

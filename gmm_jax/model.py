@@ -1,10 +1,10 @@
 """Functions of a fitted mixture: predict, predict_proba, predict_log_proba, score, sample, sample_component, bic,
 aic.
 
-They run the fit's E-step (:func:`gmm_jax.density.block_posteriors`) over row blocks, so memory is O(n K) for outputs plus one block of scratch.  Each public
-function checks its inputs first (X 2-D, numeric and finite; the parameters' shapes against X and the covariance type,
-finite, weights summing to one, positive-definite factors; for traced inputs inside a caller's ``jit`` only the
-shapes), then calls a jitted core with the covariance type static.
+They run the fit's E-step (:func:`gmm_jax.density.block_posteriors`) over row blocks, so memory is O(n K) for
+outputs plus one block of scratch.  Each public function checks its inputs first (X 2-D, numeric and finite; the
+parameters' shapes against X and the covariance type, finite, weights summing to one, positive-definite factors; for
+traced inputs inside a caller's ``jit`` only the shapes), then calls a jitted core with the covariance type static.
 """
 
 from __future__ import annotations

@@ -17,6 +17,25 @@ def sq_distances(x: jax.Array, centers: jax.Array) -> jax.Array:
     return jnp.sum(jnp.square(x[None, :] - centers), axis=-1)
 
 
+def _first_center(bits, X, w, mask, axis_name):
+    """The first centre (uniform, or proportional to the weights ``w``) from 32 random ``bits``: (row index, or -1
+    when sharded; the row)."""
+    n = X.shape[0]
+    if axis_name is None:
+        # uniform first centre without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes;
+        # 32 random bits modulo n: the probabilities of the rows differ by at most n / 2**32 relative
+        # (padded rows, mask 0, at the end: the same draw as without them)
+        n_real = jnp.uint32(n) if mask is None else jnp.sum(mask > 0).astype(jnp.uint32)
+        first = (bits % n_real).astype(jnp.int32) if w is None else sample_index(uniform_bits(bits, X.dtype), w)
+        return first, X[first]
+    if w is None:  # uniform over the real rows of all devices, as on one device holding the concatenated rows
+        rows = lax.all_gather(jnp.sum(mask > 0).astype(jnp.int32), axis_name)
+        g = (bits % jnp.sum(rows).astype(jnp.uint32)).astype(jnp.int32)
+        owner = jnp.searchsorted(jnp.cumsum(rows), g, side="right")
+        return jnp.int32(-1), global_take(X, owner, g - (jnp.cumsum(rows) - rows)[owner], axis_name)
+    return jnp.int32(-1), global_take(X, *global_sample_index(uniform_bits(bits, X.dtype), w, axis_name), axis_name)
+
+
 def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=None, block_size=None, *, mask=None,
                     axis_name=None, config: Config | None = None):
     """Greedy k-means++ seeding (D^2 sampling with ``n_local_trials`` candidates per centre, best kept).
@@ -46,27 +65,11 @@ def kmeans_plusplus(key, X, n_clusters: int, sample_weight=None, n_local_trials=
     # its own block of unrolled rounds in the compiled program (one site instead of four cut the first-call compile
     # of the seeding by a third)
     bits = jax.random.bits(key, (1 + max(n_clusters - 1, 1) * trials,), jnp.uint32)  # K = 1: the loop is still traced
-    if axis_name is None:
-        # uniform first centre without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes;
-        # 32 random bits modulo n: the probabilities of the rows differ by at most n / 2**32 relative
-        # (padded rows, mask 0, at the end: the same draw as without them)
-        n_real = jnp.uint32(n) if mask is None else jnp.sum(mask > 0).astype(jnp.uint32)
-        first = (bits[0] % n_real).astype(jnp.int32) if w is None else sample_index(uniform_bits(bits[0], X.dtype), w)
-        c0 = X[first]
-    else:
-        first = jnp.int32(-1)
-        if w is None:  # uniform over the real rows of all devices, as on one device holding the concatenated rows
-            rows = lax.all_gather(jnp.sum(mask > 0).astype(jnp.int32), axis_name)
-            g = (bits[0] % jnp.sum(rows).astype(jnp.uint32)).astype(jnp.int32)
-            owner = jnp.searchsorted(jnp.cumsum(rows), g, side="right")
-            c0 = global_take(X, owner, g - (jnp.cumsum(rows) - rows)[owner], axis_name)
-        else:
-            c0 = global_take(X, *global_sample_index(uniform_bits(bits[0], X.dtype), w, axis_name), axis_name)
+    first, c0 = _first_center(bits[0], X, w, mask, axis_name)
     d2 = row_map(lambda x: jnp.sum(jnp.square(x - c0)), X, bs)
     if mask is not None:
         # padding rows get D(x)^2 = 0 once, and keep it (d2 only decreases): never drawn, nothing in a candidate's
-        # potential.  Weighting the potentials and the probabilities by the mask instead made the seeding of 32
-        # vmapped restarts at n=2000 (padded to 2048) 4-5x slower (9.2 against 1.7 ms).
+        # potential (cheaper than weighting every potential and probability by the mask; see PROFILE.md).
         d2 = d2 * mask
     centers = jnp.zeros((n_clusters, d), X.dtype).at[0].set(c0)
     idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first)

@@ -22,9 +22,9 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("gmm_jax.sklearn needs scikit-learn: pip install 'gmm_jax[sklearn]'") from exc
 
 from gmm_jax import model
+from gmm_jax.clustering import kmeans as _kmeans
 from gmm_jax.initialization import initialize
 from gmm_jax.loop import fit as _fit
-from gmm_jax.clustering import kmeans as _kmeans
 from gmm_jax.params import (
     GMMParams,
     covariances_from_prec_chol,
@@ -69,8 +69,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ helpers
     def _check_parameters(self):
-        from gmm_jax.validation import INITS, check_nonneg_float, check_positive_int
         from gmm_jax.params import check_covariance_type
+        from gmm_jax.validation import INITS, check_nonneg_float, check_positive_int
 
         check_positive_int(self.n_components, "n_components")
         check_covariance_type(self.covariance_type)
@@ -247,8 +247,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return np.asarray(kmeans_predict(self._check_X(X), jnp.asarray(self.cluster_centers_)))
 
     def transform(self, X):
-        from gmm_jax.rows import bucketed_rows
         from gmm_jax.clustering import center_distances
+        from gmm_jax.rows import bucketed_rows
 
         Xj = self._check_X(X)
         return np.asarray(bucketed_rows(center_distances, Xj, jnp.asarray(self.cluster_centers_, Xj.dtype)))

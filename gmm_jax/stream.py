@@ -24,10 +24,10 @@ from gmm_jax.config import Config, all_finite, resolve_config
 from gmm_jax.density import reference_point
 from gmm_jax.engine import em_pass, product_applies
 from gmm_jax.forms import data_extent
+from gmm_jax.params import GMMParams, check_covariance_type
 from gmm_jax.rows import default_block_size
 from gmm_jax.stats import SuffStats, add_stats, m_step, recenter_stats
 from gmm_jax.validation import as_data, check_nonneg_float, check_positive_int, model_params
-from gmm_jax.params import GMMParams, check_covariance_type
 
 
 def _batch_pass(x, shift, params: GMMParams, covariance_type: str, config: Config):

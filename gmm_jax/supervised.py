@@ -13,8 +13,8 @@ import numpy as np
 
 from gmm_jax.config import is_traced
 from gmm_jax.em import m_step, sufficient_stats
-from gmm_jax.validation import as_data, as_sample_weight, check_nonneg_float, check_positive_int
 from gmm_jax.params import GMMParams, check_covariance_type
+from gmm_jax.validation import as_data, as_sample_weight, check_nonneg_float, check_positive_int
 
 
 def fit_supervised(X, labels, n_components: int, covariance_type: str = "full", reg_covar=0.0,

@@ -177,9 +177,9 @@ def train(model: GMMVAE, key, X, *, pretrain_epochs=20, epochs=60, batch_size=12
       ValueError: X not 2-D, NaN, a feature count other than the model's, data outside [0, 1] for the bernoulli
       likelihood, fewer points than components, non-integer or negative epoch counts.
     """
-    from gmm_jax.validation import as_data, check_positive_int
     from gmm_jax.loop import fit as gmm_fit
     from gmm_jax.params import covariances_from_prec_chol
+    from gmm_jax.validation import as_data, check_positive_int
 
     X = jnp.asarray(as_data(X), jnp.float32)
     d = (model.enc[0] if len(model.enc) else model.enc_mean).in_features

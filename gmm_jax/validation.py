@@ -60,7 +60,7 @@ def as_data(X, name: str = "X"):
         dtype = float_dtype(X)
         if X.dtype != dtype:
             X = X.astype(dtype)
-        # small arrays on the host (a jitted check compiles once per shape: 70 ms for a new row count)
+        # small arrays on the host (a jitted check compiles once per shape)
         finite = np.all(np.isfinite(np.asarray(X))) if X.size <= _HOST_CHECK_ELEMENTS else bool(_finite_on_device(X))
         if not finite:
             bad = np.argwhere(~np.isfinite(np.asarray(X)))[0]

@@ -178,7 +178,7 @@ def _gaussian_mle_arrays(X):
 def check_gaussian_mle(X) -> list[Check]:
     """Theorem 2: the gradient vanishes at the sample mean and the *centred* covariance, not at (1/n) sum x x^T."""
     n = X.shape[0]
-    # one compiled program for all the arrays (run op by op, the ~170 small compilations took 7 of this check's 10 s)
+    # one compiled program for all the arrays (op by op, each of ~170 small operations would compile on its own)
     mu, cov, gmu, gcov, gcov_bad, ll_gap, mean_asc, cov_asc, hess = _gaussian_mle_arrays(X)
     scale = float(jnp.max(jnp.abs(gcov_bad)))
     grad_at_mle = float(max(jnp.max(jnp.abs(gmu)), jnp.max(jnp.abs(gcov)))) / scale
@@ -234,7 +234,7 @@ def check_m_step(X, theta_full, m_step_fn, covariance_type, steps=300) -> list[C
     k, d = theta_full.means.shape
     theta = random_theta(np.random.default_rng(7), k, d, covariance_type)
 
-    @jax.jit  # one compiled program: the four checks took 13.7 s op by op, 10.4 s so (the L-BFGS loop compiles the rest)
+    @jax.jit  # one compiled program for the four checks (the L-BFGS loop compiles the rest)
     def arrays(X, theta):
         resp = jnp.exp(e_step(X, theta, covariance_type)[0])
         closed = m_step_fn(sufficient_stats(X, resp, theta.means, covariance_type), theta.means, covariance_type, 0.0)
@@ -249,6 +249,47 @@ def check_m_step(X, theta_full, m_step_fn, covariance_type, steps=300) -> list[C
         Check(f"M-step ({covariance_type}): no ascent iterate beats the closed form", "max (ELBO_iter - ELBO_closed) / |ELBO|",
               max(0.0, exceed), 1e-12),
     ]
+
+
+def reg_covar_penalty(params: GMMParams, nk, covariance_type: str, reg_covar) -> jax.Array:
+    """``(reg_covar / 2) sum_k N_k tr(Sigma_k^-1)`` (tied: ``N tr(Sigma^-1)``): the term whose addition to the
+    ELBO makes ``Sigma_k = S_k / N_k + reg_covar I`` its maximiser (a Wishart-like prior on the precisions)."""
+    u2 = jnp.square(params.prec_chol)  # tr(U U^T) = sum of squares of U
+    d = params.means.shape[1]
+    if covariance_type == "full":
+        tr = jnp.sum(u2, axis=(1, 2))
+    elif covariance_type == "tied":
+        return 0.5 * reg_covar * jnp.sum(nk) * jnp.sum(u2)
+    elif covariance_type == "diag":
+        tr = jnp.sum(u2, axis=1)
+    else:
+        tr = d * u2
+    return 0.5 * reg_covar * jnp.sum(nk * tr)
+
+
+def check_m_step_reg(X, theta_full, m_step_fn, covariance_type, reg_covar=0.05, steps=300) -> Check:
+    """With ``reg_covar`` > 0 the closed-form M-step is the argmax of ELBO - :func:`reg_covar_penalty`."""
+    k, d = theta_full.means.shape
+    theta = random_theta(np.random.default_rng(8), k, d, covariance_type)
+    n = X.shape[0]
+
+    @jax.jit
+    def arrays(X, theta):
+        resp = jnp.exp(e_step(X, theta, covariance_type)[0])
+        nk = jnp.sum(resp, axis=0)
+        stats = sufficient_stats(X, resp, theta.means, covariance_type)
+        closed = m_step_fn(stats, theta.means, covariance_type, reg_covar)
+
+        def f(u):
+            p = from_unconstrained(u, covariance_type)
+            return (elbo(X, p, resp, covariance_type) - reg_covar_penalty(p, nk, covariance_type, reg_covar)) / n
+
+        u, _ = maximize(f, to_unconstrained(theta, covariance_type), steps)
+        return closed, from_unconstrained(u, covariance_type)
+
+    closed, asc = arrays(X, theta)
+    return Check(f"M-step ({covariance_type}, reg_covar > 0): ascent on ELBO - penalty reaches the closed form",
+                 "max relative error (weights, means, covariances)", _params_close(asc, closed, covariance_type), 1e-4)
 
 
 def check_em_monotone(X, theta, m_step_fn, iters=15) -> list[Check]:
@@ -353,7 +394,8 @@ def run_checks(m_step_fn: Callable = m_step, seed: int = 0, only: str | None = N
             ("Thm 1", lambda: [check_categorical_mle(y, k)]),
             ("Thm 2 Identity", lambda: check_gaussian_mle(X[y == 0]) + check_matrix_identities(X)),
             ("ELBO log-likelihood", lambda: check_elbo(X, theta)),
-            ("M-step", lambda: [r for ct in COVARIANCE_TYPES for r in check_m_step(X, theta, m_step_fn, ct)]),
+            ("M-step", lambda: [r for ct in COVARIANCE_TYPES for r in check_m_step(X, theta, m_step_fn, ct)]
+             + [check_m_step_reg(X, theta, m_step_fn, ct) for ct in COVARIANCE_TYPES]),
             ("Thm 3", lambda: check_em_monotone(X, theta, m_step_fn)),
             ("Fisher", lambda: [check_fisher_identity(X, theta)]),
             ("EM fixed point", lambda: [check_stationary_at_convergence(X, theta, m_step_fn)]),

@@ -32,6 +32,23 @@ def params_rel(a, b):
     return max(rel(x, y) for x, y in zip(a, b))
 
 
+def sklearn_rel(X, p0, cov, n_iter, params):
+    """Largest relative difference of (weights, means, covariances) between ``params`` and scikit-learn's
+    GaussianMixture run for ``n_iter`` EM iterations from ``p0``."""
+    import warnings
+
+    from sklearn.mixture import GaussianMixture
+
+    gm = GaussianMixture(p0.means.shape[0], covariance_type=cov, max_iter=n_iter, tol=0.0, reg_covar=1e-6,
+                         weights_init=np.exp(np.asarray(p0.log_weights)), means_init=np.asarray(p0.means),
+                         precisions_init=np.asarray(gmm_jax.precisions_from_prec_chol(p0.prec_chol, cov)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm.fit(X)
+    ours = (np.exp(params.log_weights), params.means, gmm_jax.covariances_from_prec_chol(params.prec_chol, cov))
+    return max(rel(b, a) for a, b in zip(ours, (gm.weights_, gm.means_, gm.covariances_)))
+
+
 def main():
     out = {"devices": len(jax.devices())}
     rng = np.random.default_rng(0)
@@ -53,6 +70,8 @@ def main():
                              b.n_iter.tolist()], "ll": rel(a.log_likelihood, b.log_likelihood),
                              "trace": rel(np.nan_to_num(a.trace), np.nan_to_num(b.trace)), "best": [int(a.best),
                                                                                                     int(b.best)]}
+        if cov != "full":  # an independent oracle for the sharded side: scikit-learn from the same start
+            out[f"fit_{cov}"]["sklearn"] = sklearn_rel(X, opts["init_params"], cov, int(b.n_iter[0]), b.params)
     # k-means++ init and sample weights
     w = rng.uniform(0.2, 2.0, n)
     a = gmm_jax.fit(jax.random.key(3), X, k, init="k-means++", sample_weight=w, block_size=64)

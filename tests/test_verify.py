@@ -27,6 +27,8 @@ CLAIMS = [
     "ELBO (erratum): without the entropy term it is not tight",
     *[f"M-step ({ct}): ascent on ELBO reaches the closed form" for ct in ("full", "tied", "diag", "spherical")],
     *[f"M-step ({ct}): no ascent iterate beats the closed form" for ct in ("full", "tied", "diag", "spherical")],
+    *[f"M-step ({ct}, reg_covar > 0): ascent on ELBO - penalty reaches the closed form"
+      for ct in ("full", "tied", "diag", "spherical")],
     "Thm 3: EM never decreases the log-likelihood",
     "Thm 3: gain = ELBO gain of M-step + KL(q_t || posterior_t+1)",
     "Fisher identity: grad loglik = grad ELBO at q = posterior",
@@ -74,6 +76,21 @@ def test_checks_can_fail():
     assert good[0].passed and good[1].passed
     # ascent really moves: from the start point it gains ELBO
     assert bad[0].discrepancy > 1e-2
+
+
+def test_reg_covar_row_catches_a_dropped_reg_covar():
+    """The reg_covar > 0 rows fail for an M-step that ignores reg_covar in one covariance type (diag), and only
+    there (every other row runs with reg_covar = 0 and cannot see it)."""
+    import gmm_jax
+
+    def dropped(stats, center, covariance_type="full", reg_covar=1e-6):
+        return gmm_jax.m_step(stats, center, covariance_type, 0.0 if covariance_type == "diag" else reg_covar)
+
+    with verify.jax.enable_x64(True):
+        X, _, theta = verify.problem(0)
+        bad = verify.check_m_step_reg(X, theta, dropped, "diag")
+        good = verify.check_m_step_reg(X, theta, gmm_jax.m_step, "diag")
+    assert not bad.passed and good.passed, (bad, good)
 
 
 def test_fit_supervised_public_and_weighted():
