@@ -193,39 +193,62 @@ def cmd_demo(args) -> int:
     return demo.main(["--out", args.out] + (["--quick"] if args.quick else []))
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Help lines end with the option's default, where it has one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if not (d is None or d is False or d == argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gmm-jax", description="Gaussian mixtures fit by EM in JAX")
+    ap = argparse.ArgumentParser(prog="gmm-jax", description="Gaussian mixtures fit by EM in JAX. Data files: .npy, "
+                                 ".npz (its first array) or .csv (comma-separated numbers, header row optional); "
+                                 "one row per point. Outputs are written atomically.")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="the main job: fits, comparisons and checks on bundled data; writes a report")
-    p.add_argument("--out", default="gmm_jax_demo")
-    p.add_argument("--quick", action="store_true", help="fewer restarts and seeds")
+    fmt = _DefaultsHelp
+    p = sub.add_parser("demo", formatter_class=fmt,
+                       help="the main job: fits, comparisons and checks on bundled data; writes a report")
+    p.add_argument("--out", default="gmm_jax_demo", help="folder for report.md and its PNG figures")
+    p.add_argument("--quick", action="store_true", help="fewer restarts and seeds (a smoke run, about a minute)")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("fit", help="fit a GMM to DATA (.npy, .npz, .csv) and save the model (.npz)")
-    p.add_argument("data")
-    p.add_argument("-k", type=int)
-    p.add_argument("--covariance-type", default="full", choices=["full", "tied", "diag", "spherical"])
-    p.add_argument("--restarts", type=int, default=4)
-    p.add_argument("--select-k", help="KMIN:KMAX, keep the K with the lowest BIC")
-    p.add_argument("--max-iter", type=int, default=100)
-    p.add_argument("--tol", type=float, default=1e-3)
-    p.add_argument("--reg-covar", type=float, default=1e-6)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("fit", formatter_class=fmt, help="fit a GMM to DATA (.npy, .npz, .csv) and save the model (.npz)")
+    p.add_argument("data", help="the data file (n rows x D features)")
+    p.add_argument("-k", type=int, metavar="K", help="number of components (or use --select-k)")
+    p.add_argument("--covariance-type", default="full", choices=["full", "tied", "diag", "spherical"],
+                   help="full: one D x D covariance per component; tied: one shared by all; diag: per-feature "
+                        "variances; spherical: one variance per component")
+    p.add_argument("--restarts", type=int, default=4, metavar="R",
+                   help="EM restarts run at once (vmapped); the one with the highest log-likelihood is kept")
+    p.add_argument("--select-k", metavar="KMIN:KMAX",
+                   help="fit every K in KMIN..KMAX (inclusive) and keep the one with the lowest BIC; replaces -k")
+    p.add_argument("--max-iter", type=int, default=100, metavar="N", help="maximum EM iterations per restart")
+    p.add_argument("--tol", type=float, default=1e-3,
+                   help="stop when the mean log-likelihood per point changes by less than this (nats)")
+    p.add_argument("--reg-covar", type=float, default=1e-6,
+                   help="added to the covariance diagonals, in data units squared (keeps covariances invertible)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (integer)")
+    p.add_argument("--out", required=True, help="model file to write (.npz: weights, means, precision factors)")
     p.set_defaults(func=cmd_fit)
-    p = sub.add_parser("predict", help="most probable component of each row of DATA")
-    p.add_argument("model")
-    p.add_argument("data")
-    p.add_argument("--out")
+    p = sub.add_parser("predict", formatter_class=fmt, help="most probable component of each row of DATA")
+    p.add_argument("model", help="a model file written by 'gmm-jax fit' (.npz)")
+    p.add_argument("data", help="the data file (same number of features as the model)")
+    p.add_argument("--out", help="write the labels here (one integer per line) instead of standard output")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("sample", help="draw points from a saved model (CSV: features, component)")
-    p.add_argument("model")
-    p.add_argument("-n", type=int, default=10)
-    p.add_argument("--component", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out")
+    p = sub.add_parser("sample", formatter_class=fmt, help="draw points from a saved model (CSV: features, component)")
+    p.add_argument("model", help="a model file written by 'gmm-jax fit' (.npz)")
+    p.add_argument("-n", type=int, default=10, metavar="N", help="number of points to draw")
+    p.add_argument("--component", type=int, metavar="C",
+                   help="draw only from component C (0-based); default: from the whole mixture")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws (integer)")
+    p.add_argument("--out", help="write the CSV here instead of standard output")
     p.set_defaults(func=cmd_sample)
-    p = sub.add_parser("verify", help="autodiff checks of every derivation (exit 1 if any fails)")
-    p.add_argument("--broken-m-step", action="store_true")
+    p = sub.add_parser("verify", formatter_class=fmt, help="autodiff checks of every derivation (exit 1 if any fails)")
+    p.add_argument("--broken-m-step", action="store_true",
+                   help="check a deliberately wrong M-step instead, to show the checks failing")
     p.set_defaults(func=cmd_verify)
     return ap
 

@@ -89,3 +89,21 @@ def test_demo_quick_writes_report(tmp_path):
     assert "K-means vs GMM" in report and "| full |" in report
     for png in ("traces.png", "ellipses.png", "samples.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
+
+
+def test_every_option_has_help_with_its_default():
+    """Each option of fit, predict, sample, demo and verify says what it does, and its default where it has one."""
+    import argparse
+
+    from gmm_jax.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("fit", "predict", "sample", "demo", "verify"):
+        parser = sub.choices[name]
+        text = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and len(action.help) > 10, (name, action.dest)
+            if action.default is not None and action.default is not False:
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
