@@ -19,6 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.scipy.special import logsumexp
 
 from gmm_jax.config import HIGHEST
 from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_shape
@@ -75,21 +76,28 @@ def block_log_joint(xs, params: GMMParams, factors, covariance_type: str):
     return block_log_prob(xs, factors, covariance_type) + lw
 
 
-def normalize(lj, axis: int):
-    """The E-step's normalisation over the component ``axis`` of log-joints ``lj``: (e, tot, log_norm) with
-    ``e = exp(lj - m)``, ``tot = sum e`` (kept dims) and ``log_norm = m + log tot``, so the responsibilities are
-    ``e / tot`` (one exponential per entry) and the log-responsibilities ``lj - log_norm``."""
-    m = lax.stop_gradient(jnp.max(lj, axis=axis, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    e = jnp.exp(lj - m)
-    tot = jnp.sum(e, axis=axis, keepdims=True)
-    return e, tot, jnp.squeeze(m + jnp.log(tot), axis)
+def log_normalizer(lj, axis: int):
+    """The E-step's normalisation: ``log p(x) = logsumexp_k lj`` over the component ``axis`` of log-joints ``lj``;
+    the log-responsibilities are ``lj - log p(x)``."""
+    return logsumexp(lj, axis=axis)
 
 
-def weighted_resp(lj, wb, axis: int):
-    """(responsibilities times the points' weights ``wb``, sum of ``wb log p(x)`` over the block) from log-joints."""
-    e, tot, ln = normalize(lj, axis)
-    resp = e * (jnp.expand_dims(wb, axis) / tot)
+def weighted_resp(lj, wb, axis: int, one_exp: bool = False):
+    """(responsibilities times the points' weights ``wb``, sum of ``wb log p(x)`` over the block) from log-joints.
+
+    Two forms of the same normalisation: by default :func:`log_normalizer` then ``exp(lj - log p(x))`` (XLA fuses
+    the exponentials into their consumers); with ``one_exp`` one exponential per entry, reused by the
+    responsibilities (``e = exp(lj - max)``, ``resp = e / sum e``: the product form's, whose consumers are matrix
+    products)."""
+    if one_exp:
+        m = jnp.max(lj, axis=axis, keepdims=True)
+        e = jnp.exp(lj - m)
+        tot = jnp.sum(e, axis=axis, keepdims=True)
+        ln = jnp.squeeze(m + jnp.log(tot), axis)
+        resp = e * (jnp.expand_dims(wb, axis) / tot)
+    else:
+        ln = log_normalizer(lj, axis)
+        resp = jnp.exp(lj - jnp.expand_dims(ln, axis)) * jnp.expand_dims(wb, axis)
     return resp, jnp.sum(jnp.where(wb > 0, wb * ln, 0.0))
 
 
@@ -116,7 +124,7 @@ def block_posteriors(xs, params: GMMParams, factors, covariance_type: str):
     lj = block_log_joint(xs, params, factors, covariance_type)
     if component_major(covariance_type):
         lj = lj.T
-    _, _, ln = normalize(lj, 1)
+    ln = log_normalizer(lj, 1)
     return lj, lj - ln[:, None], ln
 
 
@@ -140,4 +148,4 @@ def posteriors(X, params: GMMParams, covariance_type: str):
 
 
 __all__ = ["block_log_joint", "block_log_prob", "block_posteriors", "centred_block", "component_major",
-           "log_prob_factors", "normalize", "posteriors", "reference_point", "shifted", "weighted_resp"]
+           "log_normalizer", "log_prob_factors", "posteriors", "reference_point", "shifted", "weighted_resp"]

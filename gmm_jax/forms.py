@@ -92,7 +92,7 @@ def product_block(xs, wb, params: GMMParams, pf, covariance_type: str, with_stat
     log-densities, then one (K, B) x (B, D (D + 1) / 2) product with the quadratic features.  Returns raw moments
     about the reference point (summed over the blocks, then :func:`raw_to_centred`)."""
     lj, x2 = _product_log_joint(xs, pf, covariance_type)
-    resp, ll = weighted_resp(lj, wb, 0)
+    resp, ll = weighted_resp(lj, wb, 0, one_exp=True)
     nk = jnp.sum(resp, axis=1)
     if not with_stats:
         return nk, ll
