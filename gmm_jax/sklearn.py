@@ -3,10 +3,19 @@
 Requires scikit-learn (``pip install gmm_jax[sklearn]``).  ``GaussianMixture`` takes the constructor arguments of
 scikit-learn 1.9's ``GaussianMixture``; ``n_init`` restarts run at once by ``vmap``.  Given the same explicit
 initial parameters, the fitted attributes equal scikit-learn's (tests/test_sklearn.py).
+
+Precision follows the input, as in scikit-learn: float64 data (and integer data, converted to float64) are fit in
+float64 and give float64 attributes; float32 data stay float32.  For a float64 call the estimator turns on JAX's
+64-bit mode for that call only (``jax.enable_x64``, a thread-local setting restored afterwards), so the user's global
+``jax_enable_x64`` is left as it is.  Later ``predict`` / ``score`` calls run in the fitted attributes' precision.
+The estimators take and return NumPy arrays and are not meant to be traced inside a user's ``jit``; there, use the
+functional API, whose precision is the traced arrays' (float64 only with ``jax_enable_x64`` on).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
 
 import jax
@@ -39,14 +48,35 @@ def _key(random_state):
 
 
 def _dtype():
-    return [np.float64, np.float32] if jax.config.jax_enable_x64 else [np.float32, np.float64]
+    """What validate_data converts to: float64 and float32 kept, anything else (integers) float64, as scikit-learn."""
+    return [np.float64, np.float32]
+
+
+def _precision_of(dtype):
+    """64-bit mode for this call only when ``dtype`` is float64 (else the caller's setting)."""
+    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
+
+
+def _in_fitted_precision(attr):
+    """Run the method in the precision of the fitted attribute ``attr`` (float64 attributes: 64-bit mode)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            check_is_fitted(self)
+            with _precision_of(getattr(self, attr).dtype):
+                return method(self, *args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
     """Gaussian mixture fit by EM (scikit-learn API).
 
-    Parameters are those of ``sklearn.mixture.GaussianMixture`` (1.9).  Computation runs in float32 unless
-    ``jax_enable_x64`` is on and X is float64.
+    Parameters are those of ``sklearn.mixture.GaussianMixture`` (1.9).  Computation runs in the input's precision
+    (float64 data: float64, whatever the global ``jax_enable_x64``; see the module docstring).
     """
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
@@ -130,13 +160,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def fit_predict(self, X, y=None, sample_weight=None):
         self._check_parameters()
         X = validate_data(self, X, dtype=_dtype(), ensure_min_samples=2)
+        with _precision_of(X.dtype):
+            return self._fit_predict(X, sample_weight)
+
+    def _fit_predict(self, X, sample_weight):
         if X.shape[0] < self.n_components:
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                              f"n_samples = {X.shape[0]}")
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
         key = _key(self.random_state)
-        Xj = jnp.asarray(X) if X.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.asarray(X, jnp.float32)
+        Xj = jnp.asarray(X)
         init = self._initial(Xj, key, sample_weight)
         n_init = 1 if (init is not None and self.warm_start and hasattr(self, "converged_")) else self.n_init
         max_iter = max(1, self.max_iter)
@@ -177,12 +211,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         X = validate_data(self, X, dtype=_dtype(), reset=False)
         return jnp.asarray(X, self.means_.dtype)
 
+    @_in_fitted_precision("means_")
     def predict(self, X):
         return np.asarray(model.predict(self._check_X(X), self._params(), self.covariance_type))
 
+    @_in_fitted_precision("means_")
     def predict_proba(self, X):
         return np.asarray(model.predict_proba(self._check_X(X), self._params(), self.covariance_type))
 
+    @_in_fitted_precision("means_")
     def score_samples(self, X):
         return np.asarray(model.per_row(model.score_samples_blocked, self._check_X(X), self._params(),
                                          self.covariance_type))
@@ -190,12 +227,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def score(self, X, y=None):
         return float(np.mean(self.score_samples(X)))
 
+    @_in_fitted_precision("means_")
     def bic(self, X):
         return float(model.bic(self._check_X(X), self._params(), self.covariance_type))
 
+    @_in_fitted_precision("means_")
     def aic(self, X):
         return float(model.aic(self._check_X(X), self._params(), self.covariance_type))
 
+    @_in_fitted_precision("means_")
     def sample(self, n_samples=1):
         check_is_fitted(self)
         if n_samples < 1:
@@ -221,12 +261,16 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None, sample_weight=None):
         X = validate_data(self, X, dtype=_dtype())
+        with _precision_of(X.dtype):
+            return self._fit(X, sample_weight)
+
+    def _fit(self, X, sample_weight):
         if X.shape[0] < self.n_clusters:
             raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}.")
         n_init = self.n_init
         if n_init == "auto":
             n_init = 1 if (isinstance(self.init, str) and self.init == "k-means++") or not isinstance(self.init, str) else 10
-        Xj = jnp.asarray(X) if X.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.asarray(X, jnp.float32)
+        Xj = jnp.asarray(X)
         res = _kmeans(_key(self.random_state), Xj, self.n_clusters, n_restarts=int(n_init), init=self.init,
                       max_iter=self.max_iter, tol=self.tol, algorithm=self.algorithm,
                       sample_weight=None if sample_weight is None else np.asarray(sample_weight, np.float64))
@@ -241,11 +285,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype=_dtype(), reset=False)
         return jnp.asarray(X, self.cluster_centers_.dtype)
 
+    @_in_fitted_precision("cluster_centers_")
     def predict(self, X):
         from gmm_jax.clustering import kmeans_predict
 
         return np.asarray(kmeans_predict(self._check_X(X), jnp.asarray(self.cluster_centers_)))
 
+    @_in_fitted_precision("cluster_centers_")
     def transform(self, X):
         from gmm_jax.clustering import center_distances
         from gmm_jax.rows import bucketed_rows

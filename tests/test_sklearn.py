@@ -101,3 +101,35 @@ def test_kmeans_equals_sklearn():
     np.testing.assert_allclose(ours.transform(X), ref.transform(X), rtol=1e-8)
     np.testing.assert_allclose(ours.score(X), ref.score(X), rtol=1e-8)
     np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+
+
+def test_precision_follows_the_input_without_touching_the_global_setting():
+    """With 64-bit mode off globally: float64 data give float64 attributes and predictions equal to scikit-learn's
+    fit from the same start to float64 accuracy; float32 data stay float32; integers become float64; the global
+    jax_enable_x64 is unchanged after every call."""
+    import jax
+
+    X, _ = make_blobs(seed=71, n_per=60, d=2, k=3)
+    p0, _ = random_params(np.random.default_rng(72), 3, 2, "full")
+    init = dict(weights_init=np.exp(np.asarray(p0.log_weights)), means_init=np.asarray(p0.means) + X.mean(0),
+                precisions_init=np.asarray(p0.prec_chol) @ np.swapaxes(np.asarray(p0.prec_chol), 1, 2))
+    ref = sklearn.mixture.GaussianMixture(3, max_iter=30, tol=0.0, **init).fit(X)
+    with jax.enable_x64(False):
+        assert not jax.config.jax_enable_x64
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gm = GaussianMixture(3, max_iter=30, tol=0.0, **init).fit(X.astype(np.float64))
+        assert not jax.config.jax_enable_x64
+        assert gm.means_.dtype == np.float64 and gm.covariances_.dtype == np.float64
+        np.testing.assert_allclose(gm.means_, ref.means_, rtol=1e-10)
+        np.testing.assert_allclose(gm.covariances_, ref.covariances_, rtol=1e-9)
+        np.testing.assert_allclose(gm.score_samples(X), ref.score_samples(X), rtol=1e-10)
+        assert gm.predict_proba(X).dtype == np.float64 and not jax.config.jax_enable_x64
+        g32 = GaussianMixture(3, max_iter=5, random_state=0).fit(X.astype(np.float32))
+        assert g32.means_.dtype == np.float32 and g32.predict_proba(X).dtype == np.float32
+        gi = GaussianMixture(2, max_iter=5, random_state=0).fit(np.round(X * 10).astype(np.int64))
+        assert gi.means_.dtype == np.float64
+        km = KMeans(3, random_state=0).fit(X)
+        assert km.cluster_centers_.dtype == np.float64 and km.transform(X).dtype == np.float64
+        assert KMeans(3, random_state=0).fit(X.astype(np.float32)).cluster_centers_.dtype == np.float32
+        assert not jax.config.jax_enable_x64
