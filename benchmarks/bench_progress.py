@@ -58,6 +58,7 @@ def main(argv=None):
     # The wall-clock difference is within this machine's run-to-run noise; the added work itself is measured
     # directly: one chunk boundary = a chunk call that runs no iteration + copying the counters and the trace.
     import jax.numpy as jnp
+
     from gmm_jax.progress import progress_programs
     from gmm_jax.rows import resolve_block_size
 

@@ -16,9 +16,9 @@ u`` and ``4 s_a (s_a - u) > 2 e`` settle it too.  The bounds are bounds on the e
 squared distance ``c`` off by at most ``e`` gives the distance to within ``min(sqrt(e), e / sqrt(c))``
 (``|sqrt(c) - sqrt(c')| = |c - c'| / (sqrt(c) + sqrt(c'))``), added to ``u`` and subtracted from ``l``; then
 each iteration moves ``u`` up by its centre's shift and ``l`` down by the largest shift of another centre, all
-rounded outward (PROFILE.md, ninth session, compares this with a uniform margin).  Every other point gets the full pass's computation
-(:func:`gmm_jax.lloyd.assign_block`, chunk by chunk).  The sums of the points by label (local to a device when
-sharded) are carried and updated by the points whose label changed; a full pass recomputes them.  Empty
+rounded outward (PROFILE.md, ninth session, compares this with a uniform margin).  Every other point gets the
+full pass's computation (:func:`gmm_jax.lloyd.assign_block`, chunk by chunk).  The sums of the points by label
+(local to a device when sharded) are carried and updated by the points whose label changed; a full pass recomputes them.  Empty
 clusters: the exact distances the relocation needs come from one full pass, as in the plain iteration.
 """
 
