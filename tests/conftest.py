@@ -44,3 +44,17 @@ def random_params(rng, k, d, covariance_type, dtype=np.float64):
 @pytest.fixture(params=COV_TYPES)
 def covariance_type(request):
     return request.param
+
+
+# The longest test files first: with two pytest-xdist workers taking whole files (--dist loadfile), files are
+# handed out in collection order, so the long ones at the end of the alphabet would otherwise finish last on one
+# worker while the other idles.
+_LONG_FILES = ("test_sklearn.py", "test_cli.py", "test_sharded.py", "test_verify.py", "test_engine.py", "test_fit.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        name = item.path.name
+        return _LONG_FILES.index(name) if name in _LONG_FILES else len(_LONG_FILES)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
