@@ -17,9 +17,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
+from gmm_jax.ascent import ascent_m_step, maximize, params_close, rel_error
 from gmm_jax.em import e_step, elbo, log_gaussian, log_likelihood, m_step, sufficient_stats
 from gmm_jax.params import (
     COVARIANCE_TYPES,
@@ -46,62 +46,6 @@ class Check(NamedTuple):
 
 # --------------------------------------------------------------------------------------------------------------
 # optimisers
-
-
-def maximize(f: Callable, x0, steps: int = 300, gtol: float = 1e-13):
-    """Maximise ``f`` with optax L-BFGS (zoom line search): at most ``steps`` iterations, stopping once the
-    gradient's norm is below ``gtol`` (past that point the curvature pairs are pure rounding noise).
-
-    Returns:
-      (argmax, values (steps,)) where ``values[t]`` is ``f`` at iterate ``t`` (NaN after the stop).
-    """
-    neg = lambda x: -f(x)  # noqa: E731
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(neg)
-    dtype = jax.tree.leaves(x0)[0].dtype
-
-    def cond(c):
-        t, _, _, gnorm, _ = c
-        return (t < steps) & (gnorm > gtol)
-
-    def body(c):
-        t, x, state, _, values = c
-        value, grad = value_and_grad(x, state=state)
-        gnorm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grad)))
-        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=neg)
-        x = jax.tree.map(lambda a, u: jnp.where(gnorm > gtol, a + u, a), x, updates)
-        return t + 1, x, state, gnorm, values.at[t].set(-value)
-
-    c0 = (0, x0, opt.init(x0), jnp.array(jnp.inf, dtype), jnp.full((steps,), jnp.nan, dtype))
-    _, x, _, _, values = lax.while_loop(cond, body, c0)
-    return x, values
-
-
-def ascent_m_step(X, resp, params0: GMMParams, covariance_type: str, steps: int = 300):
-    """The M-step found by gradient ascent: maximise ELBO(theta; q fixed) over the unconstrained parametrisation.
-
-    Returns:
-      (params, values): the ascent's optimum and the ELBO at every iterate.
-    """
-    n = X.shape[0]
-    f = lambda u: elbo(X, from_unconstrained(u, covariance_type), resp, covariance_type) / n  # noqa: E731
-    u, values = maximize(f, to_unconstrained(params0, covariance_type), steps)
-    return from_unconstrained(u, covariance_type), values * n
-
-
-def _rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(1e-300, np.max(np.abs(b))))
-
-
-def _params_close(p: GMMParams, q: GMMParams, covariance_type: str) -> float:
-    """Largest relative error of weights, means and covariances."""
-    return max(
-        _rel(jnp.exp(p.log_weights), jnp.exp(q.log_weights)),
-        _rel(p.means, q.means),
-        _rel(covariances_from_prec_chol(p.prec_chol, covariance_type),
-             covariances_from_prec_chol(q.prec_chol, covariance_type)),
-    )
 
 
 def kl_rows(q, log_post):
@@ -183,14 +127,14 @@ def check_gaussian_mle(X) -> list[Check]:
     scale = float(jnp.max(jnp.abs(gcov_bad)))
     grad_at_mle = float(max(jnp.max(jnp.abs(gmu)), jnp.max(jnp.abs(gcov)))) / scale
     ll_gap = float(ll_gap)
-    err = max(_rel(mean_asc, mu), _rel(cov_asc, cov))
+    err = max(rel_error(mean_asc, mu), rel_error(cov_asc, cov))
     return [
         Check("Thm 2: grad log-lik = 0 at (mean, centred covariance)", "max |grad| / max |grad at uncentred|",
               grad_at_mle, 1e-9),
         Check("Thm 2 (erratum): uncentred (1/n) sum x x^T is not the MLE", "-(loglik(centred) - loglik(uncentred))",
               -ll_gap if ll_gap > 0 else float("inf"), 0.0),
         Check("Thm 2: optax ascent from (0, I) reaches the closed form", "relative error (mean, covariance)", err, 1e-6),
-        Check("Thm 2 (erratum): Hessian in mu is -n Sigma^-1", "relative error", _rel(hess, -n * jnp.linalg.inv(cov)), 1e-10),
+        Check("Thm 2 (erratum): Hessian in mu is -n Sigma^-1", "relative error", rel_error(hess, -n * jnp.linalg.inv(cov)), 1e-10),
     ]
 
 
@@ -203,8 +147,8 @@ def check_matrix_identities(X) -> list[Check]:
     g_logdet = jax.grad(lambda p: -jnp.linalg.slogdet(p)[1])(prec)  # log|Sigma| = -log|P|
     g_trace = jax.grad(lambda p: jnp.trace(a @ p))(prec)
     return [
-        Check("Identity (erratum): d log|Sigma| / d Sigma^-1 = -Sigma", "relative error", _rel(g_logdet, -cov), 1e-10),
-        Check("Identity (erratum): d tr(A Sigma^-1) / d Sigma^-1 = A^T", "relative error", _rel(g_trace, a.T), 1e-12),
+        Check("Identity (erratum): d log|Sigma| / d Sigma^-1 = -Sigma", "relative error", rel_error(g_logdet, -cov), 1e-10),
+        Check("Identity (erratum): d tr(A Sigma^-1) / d Sigma^-1 = A^T", "relative error", rel_error(g_trace, a.T), 1e-12),
     ]
 
 
@@ -221,9 +165,9 @@ def check_elbo(X, theta, covariance_type="full") -> list[Check]:
         Check("ELBO <= log-likelihood for random q (Jensen, log concave)", "max (ELBO - loglik) / |loglik|",
               max(0.0, float(jnp.max(elbos - ll) / jnp.abs(ll))), 0.0),
         Check("ELBO = log-likelihood at q = posterior", "relative error",
-              _rel(elbo(X, theta, post, covariance_type), ll), 1e-12),
+              rel_error(elbo(X, theta, post, covariance_type), ll), 1e-12),
         Check("log-likelihood - ELBO(q) = KL(q || posterior)", "max relative error",
-              _rel(ll - elbos, kls), 1e-9),
+              rel_error(ll - elbos, kls), 1e-9),
         Check("ELBO (erratum): without the entropy term it is not tight", "-(loglik - E_q[log p(x,z)]) / |loglik|",
               -float((ll - joint_only) / jnp.abs(ll)) if float(ll - joint_only) > 0 else float("inf"), 0.0),
     ]
@@ -245,7 +189,7 @@ def check_m_step(X, theta_full, m_step_fn, covariance_type, steps=300) -> list[C
     exceed = float(jnp.nanmax(values) - e_closed) / float(jnp.abs(e_closed))
     return [
         Check(f"M-step ({covariance_type}): ascent on ELBO reaches the closed form",
-              "max relative error (weights, means, covariances)", _params_close(asc, closed, covariance_type), 1e-4),
+              "max relative error (weights, means, covariances)", params_close(asc, closed, covariance_type), 1e-4),
         Check(f"M-step ({covariance_type}): no ascent iterate beats the closed form", "max (ELBO_iter - ELBO_closed) / |ELBO|",
               max(0.0, exceed), 1e-12),
     ]
@@ -289,7 +233,7 @@ def check_m_step_reg(X, theta_full, m_step_fn, covariance_type, reg_covar=0.05, 
 
     closed, asc = arrays(X, theta)
     return Check(f"M-step ({covariance_type}, reg_covar > 0): ascent on ELBO - penalty reaches the closed form",
-                 "max relative error (weights, means, covariances)", _params_close(asc, closed, covariance_type), 1e-4)
+                 "max relative error (weights, means, covariances)", params_close(asc, closed, covariance_type), 1e-4)
 
 
 def check_em_monotone(X, theta, m_step_fn, iters=15) -> list[Check]:
@@ -325,7 +269,7 @@ def check_fisher_identity(X, theta) -> Check:
 
     g1 = jnp.concatenate([a.ravel() for a in jax.tree.leaves(jax.grad(ll)(u0))])
     g2 = jnp.concatenate([a.ravel() for a in jax.tree.leaves(jax.grad(elbo_fixed)(u0))])
-    return Check("Fisher identity: grad loglik = grad ELBO at q = posterior", "relative error", _rel(g2, g1), 1e-10)
+    return Check("Fisher identity: grad loglik = grad ELBO at q = posterior", "relative error", rel_error(g2, g1), 1e-10)
 
 
 def check_stationary_at_convergence(X, theta, m_step_fn, iters=500) -> Check:
@@ -355,8 +299,8 @@ def check_supervised(X, y, k, m_step_fn) -> list[Check]:
     c0 = jnp.zeros((k, X.shape[1]), X.dtype)
     via_m = m_step_fn(sufficient_stats(X, onehot, c0, "full"), c0, "full", 0.0)
     return [
-        Check("Supervised fit = per-class MLE (Thms 1, 2)", "max relative error", _params_close(p, ref, "full"), 1e-10),
-        Check("Supervised fit = M-step with one-hot q", "max relative error", _params_close(via_m, ref, "full"), 1e-10),
+        Check("Supervised fit = per-class MLE (Thms 1, 2)", "max relative error", params_close(p, ref, "full"), 1e-10),
+        Check("Supervised fit = M-step with one-hot q", "max relative error", params_close(via_m, ref, "full"), 1e-10),
     ]
 
 
@@ -381,7 +325,7 @@ def check_kmeans_limit(X, k, sigma2=1e-4, iters=50) -> Check:
     labels = jnp.argmax(e_step(X, GMMParams(log_w, means, prec), "spherical")[0], axis=1)
     mismatch = float(jnp.mean(labels != km.labels))
     return Check("K-means = EM limit (spherical, sigma^2 -> 0, equal weights)",
-                 "max(rel. centre error, fraction of labels differing)", max(_rel(means, km.centers), mismatch), 1e-8)
+                 "max(rel. centre error, fraction of labels differing)", max(rel_error(means, km.centers), mismatch), 1e-8)
 
 
 def run_checks(m_step_fn: Callable = m_step, seed: int = 0, only: str | None = None) -> list[Check]:
