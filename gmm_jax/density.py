@@ -140,12 +140,19 @@ def shifted(params: GMMParams, shift) -> GMMParams:
     return params._replace(means=params.means - shift)
 
 
-def posteriors(X, params: GMMParams, covariance_type: str):
-    """:func:`block_posteriors` of all of X as one block, about :func:`reference_point` (the math layer's E-step)."""
+def about_reference_point(params: GMMParams, covariance_type: str):
+    """(reference point c, the parameters about c, their :func:`log_prob_factors`): what every evaluation of the
+    E-step on given parameters prepares once, before its blocks."""
     c = reference_point(params)
     p = shifted(params, c)
-    return block_posteriors(X - c, p, log_prob_factors(p, covariance_type), covariance_type)
+    return c, p, log_prob_factors(p, covariance_type)
 
 
-__all__ = ["block_log_joint", "block_log_prob", "block_posteriors", "centred_block", "component_major",
+def posteriors(X, params: GMMParams, covariance_type: str):
+    """:func:`block_posteriors` of all of X as one block, about :func:`reference_point` (the math layer's E-step)."""
+    c, p, factors = about_reference_point(params, covariance_type)
+    return block_posteriors(X - c, p, factors, covariance_type)
+
+
+__all__ = ["about_reference_point", "block_log_joint", "block_log_prob", "block_posteriors", "centred_block", "component_major",
            "log_normalizer", "log_prob_factors", "posteriors", "reference_point", "shifted", "weighted_resp"]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from gmm_jax.config import Config, any_traced, resolve_config
-from gmm_jax.density import block_posteriors, log_prob_factors, reference_point, shifted
+from gmm_jax.density import about_reference_point, block_posteriors
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
 from gmm_jax.rows import bucket_rows, bucketed_rows, map_blocks, resolve_block_size, row_map
 from gmm_jax.validation import check_component, check_positive_int, model_inputs, model_params
@@ -27,9 +27,7 @@ def posterior_blocks(X, params: GMMParams, covariance_type: str, config: Config 
     (:func:`gmm_jax.density.block_posteriors`) in coordinates about the mixture's mean, stitched back to rows."""
     k, d = params.means.shape
     bs = resolve_block_size(None, X.shape[0], k, d, config=config)
-    c = reference_point(params)
-    p = shifted(params, c)
-    factors = log_prob_factors(p, covariance_type)
+    c, p, factors = about_reference_point(params, covariance_type)
     return map_blocks(lambda xb: out(*block_posteriors(xb - c, p, factors, covariance_type)), X, bs)
 
 
