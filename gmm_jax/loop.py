@@ -76,10 +76,12 @@ class Context(NamedTuple):
     extent: tuple | None
 
 
-def em_state(params: GMMParams, max_iter: int, dtype) -> EMState:
-    """The state before the first iteration."""
-    return EMState(jnp.zeros((), jnp.int32), params, jnp.array(-jnp.inf, dtype), jnp.full((max_iter,), jnp.nan, dtype),
-                   jnp.array(False), all_finite(params))
+def em_state(params: GMMParams, max_iter: int, dtype, lower_bound=None) -> EMState:
+    """The state before the first iteration; ``lower_bound``: the log-likelihood the first iteration's change is
+    measured from (default -inf: no convergence on the first iteration)."""
+    ll = jnp.array(-jnp.inf, dtype) if lower_bound is None else jnp.asarray(lower_bound, dtype)
+    return EMState(jnp.zeros((), jnp.int32), params, ll, jnp.full((max_iter,), jnp.nan, dtype), jnp.array(False),
+                   all_finite(params))
 
 
 def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_type, bs, config, axis_name=None):
@@ -95,7 +97,8 @@ def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_ty
         new = m_step(stats, s.params.means, covariance_type, reg_covar)
         ok = all_finite(new) & jnp.isfinite(ll)
         params = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, s.params)
-        return EMState(s.n_iter + 1, params, ll, s.trace.at[s.n_iter].set(ll), jnp.abs(ll - s.log_likelihood) < tol, ok)
+        trace = s.trace.at[s.n_iter].set(ll) if s.trace.shape[0] else s.trace  # max_iter = 0: never runs
+        return EMState(s.n_iter + 1, params, ll, trace, jnp.abs(ll - s.log_likelihood) < tol, ok)
 
     return lax.while_loop(cond, body, state)
 
@@ -110,11 +113,13 @@ def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis
 
 
 def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-          init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None):
+          init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
+          init_lower_bound=None):
     """Initialisation of every restart: (loop states with a leading restart axis, :class:`Context`).  The data's
     extent (for the product form of the passes) is computed for one restart where
     :func:`gmm_jax.engine.product_applies` says so.  ``n_split`` > 0: ``keys`` is one key, split here into that
-    many restart keys (inside the compiled program: an eager split is a compilation of its own)."""
+    many restart keys (inside the compiled program: an eager split is a compilation of its own).
+    ``init_lower_bound``: see :func:`fit`."""
     cfg = resolve_config(config)
     if n_split:
         keys = restart_keys(keys, n_split)
@@ -131,7 +136,7 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
         p0 = initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
                             n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size,
                             mask=mask, axis_name=axis_name, weighted=weighted, centers=c, config=cfg)
-        return em_state(p0, max_iter, X.dtype)
+        return em_state(p0, max_iter, X.dtype, init_lower_bound)
 
     extent = None
     if product_applies(covariance_type, *X.shape, cfg) and (n_split or keys.shape[0]) == 1:
@@ -140,14 +145,16 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
 
 
 def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
-             init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None):
+             init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
+             init_lower_bound=None):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
     ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
     ``block_size``)."""
     cfg = resolve_config(config)
     state, ctx = start(keys, X, w, init_params, reg_covar, n_components=n_components, covariance_type=covariance_type,
                        init=init, max_iter=max_iter, block_size=block_size, init_block_size=init_block_size, mask=mask,
-                       axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg)
+                       axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg,
+                       init_lower_bound=init_lower_bound)
     kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg)
 
     def one(s):
@@ -225,6 +232,7 @@ def fit(
     n_restarts: int = 1,
     init: str = "kmeans",
     init_params: GMMParams | None = None,
+    init_lower_bound: float | None = None,
     max_iter: int = 100,
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
@@ -250,7 +258,11 @@ def fit(
         M-step), 'random' (random responsibilities, M-step) or 'random_from_data' (K distinct points as means,
         the data covariance, equal weights). Ignored when ``init_params`` is given.
       init_params: explicit initial ``GMMParams`` (warm start), used by every restart.
-      max_iter: maximum EM iterations (also the length of ``trace``).
+      init_lower_bound: with ``init_params`` from an earlier fit, that fit's ``lower_bound``: the first iteration's
+        change is measured from it, so a fit continued from converged parameters stops after one iteration
+        (scikit-learn's ``warm_start``).  Default: none (the first iteration never converges).
+      max_iter: maximum EM iterations (also the length of ``trace``); 0 returns the initial parameters (lower bound
+        -inf, not converged).
       tol: convergence threshold on the change of the mean log-likelihood.
       reg_covar: added to the covariance diagonals (in data units squared).
       sample_weight: optional (n,) non-negative weights.
@@ -272,7 +284,7 @@ def fit(
       >>> labels = gmm_jax.predict(X, res.params)
     """
     from gmm_jax.progress import fit_with_progress, print_progress
-    from gmm_jax.validation import validate_fit
+    from gmm_jax.validation import check_lower_bound, validate_fit
 
     cfg = resolve_config(config)
     keys, n_restarts, n_split = key_input(key, n_restarts)
@@ -294,11 +306,12 @@ def fit(
                    init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], config=cfg),
                    n_split=n_split, weighted=weighted, config=cfg)
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
+    lb0 = None if init_lower_bound is None else jnp.asarray(check_lower_bound(init_lower_bound), X.dtype)
     if not with_progress:
         return fit_program(covariance_type, X.shape[0], cfg, traced)(keys, X, w, init_params, tol_a, reg_a, mask=mask,
-                                                                     **statics)
+                                                                     init_lower_bound=lb0, **statics)
     return fit_with_progress(keys, X, w, init_params, tol_a, reg_a, print_progress if progress is True else progress,
-                             progress_every, mask=mask, **statics)
+                             progress_every, mask=mask, init_lower_bound=lb0, **statics)
 
 
 __all__ = ["Context", "EMState", "FitResult", "collect", "em_finish", "em_run", "em_state", "fit", "fit_body",

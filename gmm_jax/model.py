@@ -14,11 +14,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gmm_jax.config import Config, any_traced, resolve_config
 from gmm_jax.density import about_reference_point, block_posteriors
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
-from gmm_jax.rows import bucket_rows, bucketed_rows, map_blocks, resolve_block_size, row_map
+from gmm_jax.rows import bucket_rows, bucketed_rows, map_blocks, resolve_block_size, row_bucket, row_map
 from gmm_jax.validation import check_component, check_positive_int, model_inputs, model_params
 
 
@@ -152,11 +153,19 @@ def _sample(key, params: GMMParams, n_samples: int, covariance_type: str):
 def sample(key, params: GMMParams, n_samples: int, covariance_type: str = "full"):
     """Draw ``n_samples`` (>= 1) points from the mixture.
 
+    Outside a caller's ``jit`` the draw is of :func:`gmm_jax.rows.row_bucket` ``(n_samples)`` points, of which the
+    first ``n_samples`` are returned: nearby sizes share one compiled program, and for one key a smaller sample is
+    the beginning of a larger one in the same bucket.
+
     Returns:
       (X (n, D), labels (n,) int32): points and the component each was drawn from.
     """
     n_samples = check_positive_int(n_samples, "n_samples")
-    return _sample(key, model_params(params, covariance_type), n_samples, covariance_type)
+    params = model_params(params, covariance_type)
+    if any_traced(key, params):
+        return _sample(key, params, n_samples, covariance_type)
+    X, labels = _sample(key, params, row_bucket(n_samples), covariance_type)
+    return jnp.asarray(np.asarray(X)[:n_samples]), jnp.asarray(np.asarray(labels)[:n_samples])
 
 
 @partial(jax.jit, static_argnames=("n_samples", "covariance_type"))

@@ -34,12 +34,18 @@ from gmm_jax import model
 from gmm_jax.clustering import kmeans as _kmeans
 from gmm_jax.initialization import initialize
 from gmm_jax.loop import fit as _fit
+from gmm_jax.loop import restart_keys
+from gmm_jax.em import sufficient_stats
 from gmm_jax.params import (
     GMMParams,
     covariances_from_prec_chol,
+    n_parameters,
+    prec_chol_from_covariances,
     prec_chol_from_precisions,
     precisions_from_prec_chol,
 )
+from gmm_jax.sklearn_checks import ILL_DEFINED, checked_inits
+from gmm_jax.stats import m_step_covariances
 
 
 def _key(random_state):
@@ -70,6 +76,18 @@ def _in_fitted_precision(attr):
         return run
 
     return wrap
+
+
+def _report(res, verbose, interval):
+    """What ``verbose`` prints after a fit: each restart's outcome, and (verbose >= 2) every ``interval``-th
+    iteration's lower bound."""
+    for r in range(res.n_iter.shape[0]):
+        print(f"Initialization {r}: converged={bool(res.converged[r])} n_iter={int(res.n_iter[r])} "
+              f"log-likelihood={float(res.log_likelihood[r]):.6f}")
+        if verbose >= 2:
+            tr = np.asarray(res.trace[r])
+            for it in range(0, int(res.n_iter[r]), interval):
+                print(f"  Iteration {it + 1}: lower bound {tr[it]:.6f}")
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -115,42 +133,50 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return GMMParams(jnp.log(jnp.asarray(self.weights_)), jnp.asarray(self.means_),
                          jnp.asarray(self.precisions_cholesky_))
 
+    def _n_parameters(self):
+        """Free parameters of the fitted model (weights, means, covariances), as BIC and AIC count them."""
+        return n_parameters(self.covariance_type, *self.means_.shape)
+
     def _initial(self, X, key, sample_weight):
-        """Explicit initial parameters when any of weights/means/precisions_init is given (the rest estimated)."""
-        if self.warm_start and hasattr(self, "converged_"):
-            return self._params()
-        if self.weights_init is None and self.means_init is None and self.precisions_init is None:
+        """Explicit initial parameters when any of weights/means/precisions_init is given (the rest estimated as
+        the first restart would start; with ``n_init`` > 1 every restart starts there)."""
+        w, m, p = checked_inits(self.weights_init, self.means_init, self.precisions_init, self.n_components,
+                                X.shape[1], self.covariance_type)
+        if w is None and m is None and p is None:
             return None
-        k, d = self.n_components, X.shape[1]
         base = None
-        if self.weights_init is None or self.means_init is None or self.precisions_init is None:
-            base = initialize(key, X, k, covariance_type=self.covariance_type, init=self.init_params,
+        if w is None or m is None or p is None:
+            base = initialize(restart_keys(key, 1)[0], X, self.n_components, covariance_type=self.covariance_type, init=self.init_params,
                               reg_covar=self.reg_covar, sample_weight=sample_weight)
         dt = X.dtype
-        if self.weights_init is not None:
-            w = np.asarray(self.weights_init, dtype=np.float64)
-            if w.shape != (k,):
-                raise ValueError(f"weights_init must have shape ({k},), got {w.shape}")
-            if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
-                raise ValueError("weights_init must be non-negative and sum to one")
-            lw = jnp.asarray(np.log(w), dt)
-        else:
-            lw = base.log_weights
-        if self.means_init is not None:
-            m = np.asarray(self.means_init, dtype=np.float64)
-            if m.shape != (k, d):
-                raise ValueError(f"means_init must have shape ({k}, {d}), got {m.shape}")
-            means = jnp.asarray(m, dt)
-        else:
-            means = base.means
-        if self.precisions_init is not None:
-            p = jnp.asarray(np.asarray(self.precisions_init, dtype=np.float64))
-            pc = prec_chol_from_precisions(p, self.covariance_type).astype(dt)
-            if not bool(jnp.all(jnp.isfinite(pc))):
-                raise ValueError("precisions_init must be symmetric positive definite")
-        else:
-            pc = base.prec_chol
-        return GMMParams(lw, means, pc)
+        return GMMParams(base.log_weights if w is None else jnp.log(jnp.asarray(w, dt)),
+                         base.means if m is None else jnp.asarray(m, dt),
+                         base.prec_chol if p is None else
+                         prec_chol_from_precisions(jnp.asarray(p), self.covariance_type).astype(dt))
+
+    def _set_parameters(self, params):
+        """scikit-learn's hook: set (weights, means, covariances, precisions_cholesky) and the precisions."""
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = (np.asarray(a) for a in params)
+        self.precisions_ = np.asarray(precisions_from_prec_chol(jnp.asarray(self.precisions_cholesky_),
+                                                                self.covariance_type))
+
+    def _initialize(self, X, resp):
+        """scikit-learn's hook: the parameters estimated from responsibilities ``resp`` (n, K), the given
+        ``*_init`` values taking their place."""
+        X, resp = np.asarray(X), np.asarray(resp, X.dtype)
+        with _precision_of(X.dtype):
+            Xj = jnp.asarray(X)
+            center = jnp.asarray((resp.T @ X) / np.maximum(resp.sum(0), np.finfo(X.dtype).tiny)[:, None])
+            stats = sufficient_stats(Xj, jnp.asarray(resp), center, self.covariance_type)
+            weights, means, cov = m_step_covariances(stats, center, self.covariance_type, self.reg_covar)
+            w, m, p = checked_inits(self.weights_init, self.means_init, self.precisions_init, resp.shape[1],
+                                    X.shape[1], self.covariance_type)
+            pc = (prec_chol_from_covariances(cov, self.covariance_type) if p is None
+                  else prec_chol_from_precisions(jnp.asarray(p), self.covariance_type))
+            self.weights_ = np.asarray(weights if w is None else w, X.dtype)
+            self.means_ = np.asarray(means if m is None else m, X.dtype)
+            self.covariances_ = np.asarray(cov if p is None else covariances_from_prec_chol(pc, self.covariance_type))
+            self.precisions_cholesky_ = np.asarray(pc, X.dtype)
 
     # ------------------------------------------------------------------ API
     def fit(self, X, y=None, sample_weight=None):
@@ -171,40 +197,40 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
         key = _key(self.random_state)
         Xj = jnp.asarray(X)
-        init = self._initial(Xj, key, sample_weight)
-        n_init = 1 if (init is not None and self.warm_start and hasattr(self, "converged_")) else self.n_init
-        max_iter = max(1, self.max_iter)
+        init = self._initial(Xj, key, sample_weight)  # checks the *_init values on every fit, as scikit-learn
+        warm = self.warm_start and hasattr(self, "converged_")
+        if warm:  # continue from the fitted parameters, convergence measured from the last lower bound
+            init = self._params()
+        n_init = 1 if warm else self.n_init
         res = _fit(key, Xj, self.n_components, covariance_type=self.covariance_type, n_restarts=n_init,
-                   init=self.init_params, init_params=init, max_iter=max_iter, tol=self.tol,
-                   reg_covar=self.reg_covar, sample_weight=sample_weight)
-        b = int(res.best)
-        p = jax.device_get(res.params)
-        self.weights_ = np.exp(np.asarray(p.log_weights, np.float64)).astype(p.means.dtype)
-        self.weights_ /= self.weights_.sum()
-        self.means_ = np.asarray(p.means)
-        self.precisions_cholesky_ = np.asarray(p.prec_chol)
-        self.covariances_ = np.asarray(covariances_from_prec_chol(res.params.prec_chol, self.covariance_type))
-        self.precisions_ = np.asarray(precisions_from_prec_chol(res.params.prec_chol, self.covariance_type))
-        self.converged_ = bool(res.converged[b])
-        self.n_iter_ = int(res.n_iter[b])
-        trace = np.asarray(res.trace[b])
-        self.lower_bounds_ = [float(v) for v in trace[: self.n_iter_]]
-        self.lower_bound_ = float(res.lower_bound[b])
+                   init=self.init_params, init_params=init, init_lower_bound=self.lower_bound_ if warm else None,
+                   max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar, sample_weight=sample_weight)
+        if not bool(np.all(np.asarray(res.finite))):
+            raise ValueError(ILL_DEFINED)
+        self._set_fitted(res)
         if self.verbose:
-            for r in range(n_init):
-                print(f"Initialization {r}: converged={bool(res.converged[r])} n_iter={int(res.n_iter[r])} "
-                      f"log-likelihood={float(res.log_likelihood[r]):.6f}")
-                if self.verbose >= 2:
-                    tr = np.asarray(res.trace[r])
-                    for it in range(0, int(res.n_iter[r]), self.verbose_interval):
-                        print(f"  Iteration {it + 1}: lower bound {tr[it]:.6f}")
-        if not bool(res.finite[b]):
-            warnings.warn("EM produced non-finite parameters; the last finite ones are kept. Increase reg_covar.",
-                          ConvergenceWarning, stacklevel=2)
+            _report(res, self.verbose, self.verbose_interval)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn("Best performing initialization did not converge. Try different init parameters, or "
                           "increase max_iter, tol, or check for degenerate data.", ConvergenceWarning, stacklevel=2)
         return self.predict(X)
+
+    def _set_fitted(self, res):
+        """The fitted attributes from the restart with the highest lower bound (the first of equals, as
+        scikit-learn; with max_iter=0, when every bound is -inf, the last restart)."""
+        lb = np.asarray(res.lower_bound)
+        b = int(np.argmax(lb)) if np.isfinite(lb).any() else lb.shape[0] - 1
+        p = jax.device_get(jax.tree.map(lambda a: a[b], res.all_params))
+        self.weights_ = np.exp(np.asarray(p.log_weights, np.float64)).astype(p.means.dtype)
+        self.weights_ /= self.weights_.sum()
+        self.means_ = np.asarray(p.means)
+        self.precisions_cholesky_ = np.asarray(p.prec_chol)
+        self.covariances_ = np.asarray(covariances_from_prec_chol(jnp.asarray(p.prec_chol), self.covariance_type))
+        self.precisions_ = np.asarray(precisions_from_prec_chol(jnp.asarray(p.prec_chol), self.covariance_type))
+        self.converged_ = bool(res.converged[b])
+        self.n_iter_ = int(res.n_iter[b])
+        self.lower_bounds_ = [float(v) for v in np.asarray(res.trace[b])[: self.n_iter_]]
+        self.lower_bound_ = float(lb[b])
 
     def _check_X(self, X):
         check_is_fitted(self)

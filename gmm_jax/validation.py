@@ -110,6 +110,13 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_lower_bound(value, name: str = "init_lower_bound") -> float:
+    """A log-likelihood to start from: a number, -inf allowed, not NaN or +inf."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or np.isnan(value) or value == np.inf:
+        raise ValueError(f"{name} must be a number below +inf, got {value!r}")
+    return float(value)
+
+
 def check_nonneg_float(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -210,7 +217,7 @@ def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, 
     check_covariance_type(covariance_type)
     if init_params is None and init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INITS)} or explicit init_params")
-    check_positive_int(max_iter, "max_iter")
+    check_positive_int(max_iter, "max_iter", 0)
     check_positive_int(n_restarts, "n_restarts")
     check_nonneg_float(tol, "tol")
     check_nonneg_float(reg_covar, "reg_covar")

@@ -1,0 +1,62 @@
+"""pytest plugin: run scikit-learn's own test modules with its estimators replaced by gmm_jax's.
+
+Loaded with ``-p tests.sklearn_swap`` in a separate pytest process (tests/test_sklearn_suite.py).  Before
+scikit-learn's test modules are imported, ``sklearn.mixture.GaussianMixture`` and ``sklearn.cluster.KMeans`` are
+replaced by ``gmm_jax.sklearn``'s classes, so ``from sklearn.mixture import GaussianMixture`` in those modules gets
+ours.  Each test's outcome is written as JSON to the path in ``GMM_JAX_SWAP_REPORT``, with whether the test
+constructed one of our estimators (``used``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import sklearn.cluster
+import sklearn.mixture
+
+from gmm_jax import sklearn as ours
+
+_current = {"nodeid": None}
+_used: set[str] = set()
+_outcomes: dict[str, str] = {}
+
+
+def _recording(cls):
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if _current["nodeid"] is not None:
+            _used.add(_current["nodeid"])
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def pytest_configure(config):
+    sklearn.mixture.GaussianMixture = _recording(ours.GaussianMixture)
+    sklearn.cluster.KMeans = _recording(ours.KMeans)
+
+
+def pytest_runtest_setup(item):
+    _current["nodeid"] = item.nodeid
+
+
+def pytest_runtest_teardown(item):
+    _current["nodeid"] = None
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.outcome != "passed":
+        if report.outcome == "failed" or report.nodeid not in _outcomes or report.when == "call":
+            _outcomes[report.nodeid] = report.outcome
+
+
+def pytest_sessionfinish(session):
+    path = os.environ.get("GMM_JAX_SWAP_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump({k: {"outcome": v, "used": k in _used} for k, v in _outcomes.items()}, f, indent=1)
