@@ -22,9 +22,9 @@ from jax import lax
 
 from gmm_jax.config import Config, any_traced, resolve_config
 from gmm_jax.hamerly import bounded_step, bounds_state
-from gmm_jax.lloyd import inertia, kmeans_tolerance, lloyd_pass, lloyd_state, plain_step
+from gmm_jax.lloyd import inertia, kmeans_tolerance, lloyd_pass, lloyd_state, plain_info_step, run_lloyd
 from gmm_jax.rows import balanced_block_size, bucket_rows, bucketed_rows, data_shift, resolve_block_size, row_map
-from gmm_jax.seeding import kmeans_plusplus, sq_distances
+from gmm_jax.seeding import kmeans_plusplus, random_rows, sq_distances
 
 KMEANS_ALGORITHMS = ("auto", "lloyd", "hamerly")
 
@@ -42,6 +42,9 @@ class KMeansResult(NamedTuple):
       all_inertia: (R,) per restart.
       all_n_iter: (R,) per restart.
       converged: (R,) whether each restart stopped before ``max_iter``.
+      trace: with ``record=True``, (R, max_iter, 3): each iteration's inertia (of the labels it assigned, with the
+        centres it started from), squared centre shift and number of changed labels (all n in the first iteration),
+        NaN after the restart's last iteration; else None.
     """
 
     centers: jax.Array
@@ -53,6 +56,7 @@ class KMeansResult(NamedTuple):
     all_inertia: jax.Array
     all_n_iter: jax.Array
     converged: jax.Array
+    trace: jax.Array | None = None
 
 
 def kmeans_block_size(block_size, n: int, n_clusters: int, config: Config | None = None) -> int:
@@ -78,7 +82,7 @@ def use_bounds(algorithm: str, n: int, config: Config | None = None) -> bool:
 
 
 def lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_name=None, centers_only=False,
-          bounds=None, config: Config | None = None):
+          bounds=None, config: Config | None = None, record: bool = False):
     """Lloyd iterations from shifted initial centres; returns (centers, labels, inertia, n_iter, converged), or only
     the centres with ``centers_only`` (the final label pass and the inertia are then not traced at all, which
     shortens the first call of a fit that starts from K-means).
@@ -86,24 +90,26 @@ def lloyd(X, w, shift, centers, tol, max_iter: int, bs: int, mask=None, axis_nam
     ``bounds`` (default: :func:`use_bounds` for n rows) runs :func:`gmm_jax.hamerly.bounded_step`, which skips the
     distance computations of points whose nearest centre provably cannot have changed; the iterates stay those of
     :func:`gmm_jax.lloyd.plain_step`.  That form is kept where a vmapped ``lax.cond`` would run both of the bounded
-    iteration's branches (restarts vmapped on an accelerator)."""
+    iteration's branches (restarts vmapped on an accelerator).  ``record``: the plain iteration, each iteration's
+    inertia and centre shift returned as a sixth output (see :func:`gmm_jax.lloyd.run_lloyd`)."""
     cfg = resolve_config(config)
     n = X.shape[0]
     if bounds is None:
         bounds = use_bounds("auto", n, cfg)
     s0 = lloyd_state(n, centers)
-    if bounds:
+    trace = None
+    if bounds and not record:
         state = (s0, bounds_state(X, shift, centers, bs, cfg))
         s = lax.while_loop(lambda st: (st[0].i < max_iter) & ~st[0].done,
                            partial(bounded_step, X, w, shift, tol, bs, mask, axis_name, cfg), state)[0]
     else:
-        s = lax.while_loop(lambda st: (st.i < max_iter) & ~st.done,
-                           partial(plain_step, X, w, shift, tol, bs, mask, axis_name), s0)
+        s, trace = run_lloyd(partial(plain_info_step, X, w, shift, tol, bs, mask, axis_name), s0, max_iter, record)
     if centers_only:
         return s.centers
     final_labels, _, _, _, _ = lloyd_pass(X, w, shift, s.centers, s.labels, bs, mask, axis_name)
     labels = jnp.where(s.strict, s.labels, final_labels)
-    return s.centers, labels, inertia(X, w, shift, s.centers, labels, bs, axis_name), s.i, s.done
+    out = s.centers, labels, inertia(X, w, shift, s.centers, labels, bs, axis_name), s.i, s.done
+    return out + (trace,) if record else out
 
 
 def lloyd_restarts(run, seeds, config: Config | None = None):
@@ -118,7 +124,8 @@ def lloyd_restarts(run, seeds, config: Config | None = None):
 
 
 def kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_restarts, max_iter, block_size, init_random,
-                mask=None, axis_name=None, weighted=True, split_key=False, bounds=None, config: Config | None = None):
+                mask=None, axis_name=None, weighted=True, split_key=False, bounds=None, config: Config | None = None,
+                record=False):
     """All restarts of K-means as one traced function; also the per-device program of the sharded K-means (then
     ``sample_weight`` is 0 on padding rows, ``mask`` marks real rows, ``weighted`` whether there are weights).
     ``split_key``: ``keys`` is one key, split here into the ``n_restarts`` restart keys (an eager split would be a
@@ -132,27 +139,32 @@ def kmeans_body(keys, X, sample_weight, init_centers, tol, *, n_clusters, n_rest
         if init is not None:
             return init - shift
         if init_random:
-            # with probabilities (uniform over the real rows), so that padding rows change no draw
-            p = jnp.ones((X.shape[0],), X.dtype) if mask is None else mask
-            idx = jax.random.choice(key, X.shape[0], (n_clusters,), replace=False, p=p / jnp.sum(p))
-            return X[idx] - shift
+            # probabilities: the weights, or uniform over the real rows, so that padding rows change no draw
+            p = sample_weight if weighted and sample_weight is not None else mask
+            return X[random_rows(key, n_clusters, jnp.ones((X.shape[0],), X.dtype) if p is None else p)] - shift
         return kmeans_plusplus(key, X, n_clusters, sample_weight if weighted else None, block_size=block_size,
                                mask=mask, axis_name=axis_name, config=config)[0] - shift
 
     def run(c0):
         return lloyd(X, sample_weight, shift, c0, abs_tol, max_iter, block_size, mask, axis_name, bounds=bounds,
-                     config=config)
+                     config=config, record=record)
 
     seeds = jax.vmap(seed, in_axes=(0, None))(keys, init_centers)
-    centers, labels, inert, n_iter, conv = lloyd_restarts(run, seeds, config)
+    out = lloyd_restarts(run, seeds, config)
+    return best_restart(*out[:5], shift, out[5] if record else None)
+
+
+def best_restart(centers, labels, inert, n_iter, conv, shift=0.0, trace=None) -> KMeansResult:
+    """The :class:`KMeansResult` of restarts (R, ...) of (shifted centres, labels, inertia, iterations, converged):
+    the best is the lowest inertia."""
     best = jnp.argmin(inert)
-    return KMeansResult(
-        centers[best] + shift, labels[best], inert[best], n_iter[best], best, centers + shift, inert, n_iter, conv
-    )
+    return KMeansResult(centers[best] + shift, labels[best], inert[best], n_iter[best], best, centers + shift, inert,
+                        n_iter, conv, trace)
 
 
 kmeans_program = jax.jit(kmeans_body, static_argnames=("n_clusters", "n_restarts", "max_iter", "block_size", "init_random",
-                                                       "axis_name", "weighted", "split_key", "bounds", "config"))
+                                                       "axis_name", "weighted", "split_key", "bounds", "config",
+                                                       "record"))
 
 
 def kmeans(
@@ -168,12 +180,14 @@ def kmeans(
     block_size=None,
     algorithm: str = "auto",
     config: Config | None = None,
+    record: bool = False,
 ) -> KMeansResult:
     """K-means (Lloyd) with ``n_restarts`` restarts in one jitted call; the restart with the lowest inertia is returned.
 
     Args:
       key: PRNG key; restart ``r`` uses ``jax.random.split(key, n_restarts)[r]``.
-      X: (n, D) data.
+      X: (n, D) data; a ``scipy.sparse`` matrix or array runs :func:`gmm_jax.sparse_kmeans.kmeans_sparse` (never
+        densified; ``block_size`` and ``algorithm`` do not apply).
       n_clusters: K.
       n_restarts: R restarts: seeding vmapped; Lloyd vmapped on an accelerator, one restart after another on a CPU
         (there a vmapped loop waits for the slowest restart and gains little per pass).
@@ -190,14 +204,22 @@ def kmeans(
         size in extra memory) or 'auto' (default: 'hamerly' on a CPU from ``config.bounds_min_rows`` rows, else
         'lloyd').
       config: :class:`gmm_jax.Config` (default: the backend's).
+      record: also return each restart's per-iteration inertia and centre shift (``KMeansResult.trace``; the
+        iterations then run without Hamerly's bounds, with the same iterates).
 
     Example:
       >>> res = gmm_jax.kmeans(jax.random.key(0), X, 3, n_restarts=8)
       >>> res.centers.shape, res.labels.shape
     """
+    from gmm_jax.sparse_kmeans import is_sparse, kmeans_sparse
     from gmm_jax.validation import key_form, validate_kmeans
 
     cfg = resolve_config(config)
+    if is_sparse(X):
+        if algorithm not in KMEANS_ALGORITHMS:
+            raise ValueError(f"unknown K-means algorithm {algorithm!r}; expected one of {KMEANS_ALGORITHMS}")
+        return kmeans_sparse(key, X, n_clusters, n_restarts=n_restarts, init=init, max_iter=max_iter, tol=tol,
+                             sample_weight=sample_weight, record=record, config=cfg)
 
     X, sample_weight, init_centers = validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts)
     k, form = key_form(key)
@@ -226,6 +248,7 @@ def kmeans(
         mask=mask,
         weighted=weighted,
         config=cfg,
+        record=bool(record),
     )
     # labels cut back to n rows on the host (an eager slice would compile once per row count)
     return res if mask is None else res._replace(labels=jnp.asarray(np.asarray(res.labels)[:n]))
@@ -247,11 +270,14 @@ def center_distances(X, centers, config: Config | None = None):
 
 
 def kmeans_predict(X, centers, block_size=None, config: Config | None = None):
-    """Nearest-centre labels (n,) int32 for data X (n, D) and centres (K, D) (both checked: 2-D, finite, the same
-    number of features)."""
+    """Nearest-centre labels (n,) int32 for data X (n, D) (or ``scipy.sparse`` rows) and centres (K, D) (both
+    checked: 2-D, finite, the same number of features)."""
+    from gmm_jax.sparse_kmeans import is_sparse, sparse_predict
     from gmm_jax.validation import as_data, check_positive_int
 
     cfg = resolve_config(config)
+    if is_sparse(X):
+        return sparse_predict(X, as_data(centers, "centers"))
 
     X = as_data(X)
     centers = as_data(centers, "centers")

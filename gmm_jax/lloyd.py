@@ -92,16 +92,20 @@ def lloyd_pass(X, w, shift, centers, labels_old, bs, mask=None, axis_name=None, 
     return per_point[0], per_point[1], sums, counts, changed
 
 
-def relocate_empty(X, w, shift, labels, mind, sums, counts, mask=None, axis_name=None):
-    """scikit-learn's rule: each empty cluster takes one of the points farthest from their assigned centre."""
+def relocate_empty(X, w, shift, labels, mind, sums, counts, mask=None, axis_name=None, take=None):
+    """scikit-learn's rule: each empty cluster takes one of the points farthest from their assigned centre (none
+    when every point lies on its centre).
+
+    ``take(indices)`` -> the (shifted) rows at ``indices`` as a dense (T, D) array; default ``X[indices] - shift``
+    (the sparse K-means passes its own, and X None)."""
     k = counts.shape[0]
     empty = counts == 0
     rank = jnp.clip(jnp.cumsum(empty) - 1, 0, None)
-    kk = min(k, X.shape[0])
+    kk = min(k, mind.shape[0])
     if mask is not None:
         mind = jnp.where(mask > 0, mind, -jnp.inf)
     vals, far = lax.top_k(mind, kk)
-    xf = X[far] - shift
+    xf = X[far] - shift if take is None else take(far)
     wf = jnp.ones_like(vals) if w is None else w[far]
     of = labels[far]
     if axis_name is not None:  # the farthest points of all devices, in device order, then the global top
@@ -111,11 +115,13 @@ def relocate_empty(X, w, shift, labels, mind, sums, counts, mask=None, axis_name
         xf, wf, of = xf[top], wf[top], of[top]
     sel = jnp.clip(rank, 0, kk - 1)  # (K,) far point for each (empty) cluster
     xp, wp, old = xf[sel], wf[sel].astype(counts.dtype), of[sel]
-    m = empty.astype(X.dtype)
+    # every point on its centre (more clusters than distinct points): nothing to relocate (scikit-learn's rule)
+    moved = empty & (jnp.max(vals) > 0)
+    m = moved.astype(sums.dtype)
     sums = sums.at[old].add(-(m * wp)[:, None] * xp)
     counts = counts.at[old].add(-(m * wp))
-    sums = jnp.where(empty[:, None], wp[:, None] * xp, sums)
-    counts = jnp.where(empty, wp, counts)
+    sums = jnp.where(moved[:, None], wp[:, None] * xp, sums)
+    counts = jnp.where(moved, wp, counts)
     return sums, counts
 
 
@@ -126,14 +132,49 @@ def new_centers(centers, sums, counts, relocate):
     return jnp.where(counts[:, None] > 0, sums / jnp.where(counts > 0, counts, 1)[:, None], centers)
 
 
-def plain_step(X, w, shift, tol, bs, mask, axis_name, s: LloydState) -> LloydState:
-    """One Lloyd iteration as a full pass (:func:`lloyd_pass`)."""
-    labels, mind, sums, counts, changed = lloyd_pass(X, w, shift, s.centers, s.labels, bs, mask, axis_name)
-    new = new_centers(s.centers, sums, counts,
-                      lambda: relocate_empty(X, w, shift, labels, mind, sums, counts, mask, axis_name))
+def finish_step(s: LloydState, tol, labels, mind, w, sums, counts, changed, relocate):
+    """The end of one Lloyd iteration from its assignment pass (labels, distances ``mind`` to the old centres,
+    weighted sums and counts per cluster, changed-label count): the new centres (``relocate`` as in
+    :func:`new_centers`) and the stopping rule.  Returns (the next :class:`LloydState`, (3,) the pass's inertia
+    ``sum_i w_i mind_i``, the squared centre shift and the number of changed labels: what a verbose fit
+    reports)."""
+    new = new_centers(s.centers, sums, counts, relocate)
     strict = changed == 0
     shift_tot = jnp.sum(jnp.square(new - s.centers))
-    return LloydState(s.i + 1, new, labels, strict | (shift_tot <= tol), strict)
+    pass_inertia = jnp.sum(mind if w is None else w * mind)
+    info = jnp.stack([pass_inertia.astype(shift_tot.dtype), shift_tot, changed.astype(shift_tot.dtype)])
+    return LloydState(s.i + 1, new, labels, strict | (shift_tot <= tol), strict), info
+
+
+def plain_info_step(X, w, shift, tol, bs, mask, axis_name, s: LloydState):
+    """One Lloyd iteration as a full pass (:func:`lloyd_pass`): (next state, what :func:`finish_step` reports)."""
+    labels, mind, sums, counts, changed = lloyd_pass(X, w, shift, s.centers, s.labels, bs, mask, axis_name)
+    return finish_step(s, tol, labels, mind, w, sums, counts, changed,
+                       lambda: relocate_empty(X, w, shift, labels, mind, sums, counts, mask, axis_name))
+
+
+def plain_step(X, w, shift, tol, bs, mask, axis_name, s: LloydState) -> LloydState:
+    """One Lloyd iteration as a full pass (:func:`lloyd_pass`)."""
+    return plain_info_step(X, w, shift, tol, bs, mask, axis_name, s)[0]
+
+
+def run_lloyd(info_step, s0: LloydState, max_iter: int, record: bool = False):
+    """Lloyd iterations ``info_step(state) -> (state, info)`` from ``s0`` until done or ``max_iter``.  Returns (final
+    state, trace): with ``record`` the trace is (max_iter, 3) of each iteration's ``info`` (NaN after the last
+    iteration), else None."""
+    def going(s):
+        return (s.i < max_iter) & ~s.done
+
+    if not record:
+        return lax.while_loop(going, lambda s: info_step(s)[0], s0), None
+    trace0 = jnp.full((max_iter, 3), jnp.nan, s0.centers.dtype)
+
+    def body(st):
+        s, trace = st
+        new, info = info_step(s)
+        return new, trace.at[s.i].set(info)
+
+    return lax.while_loop(lambda st: going(st[0]), body, (s0, trace0))
 
 
 def inertia(X, w, shift, centers, labels, bs, axis_name=None):
@@ -163,5 +204,5 @@ def kmeans_tolerance(X, tol, block_size: int, mask=None, axis_name=None, shift=N
     return tol * jnp.mean(var)
 
 
-__all__ = ["LloydState", "assign_block", "inertia", "kmeans_tolerance", "lloyd_pass", "lloyd_state", "new_centers",
-           "plain_step", "relocate_empty"]
+__all__ = ["LloydState", "assign_block", "finish_step", "inertia", "kmeans_tolerance", "lloyd_pass", "lloyd_state",
+           "new_centers", "plain_info_step", "plain_step", "relocate_empty", "run_lloyd"]

@@ -17,16 +17,33 @@ def sq_distances(x: jax.Array, centers: jax.Array) -> jax.Array:
     return jnp.sum(jnp.square(x[None, :] - centers), axis=-1)
 
 
+def first_index(bits, n: int, w=None, mask=None, dtype=jnp.float32):
+    """The first k-means++ centre's row (int32): uniform over the real rows (``mask`` > 0, or all ``n``), or with
+    probability proportional to the weights ``w``, from 32 random ``bits``.  Equal weights (on the real rows) draw
+    the row that no weights draw, so that ``sample_weight=ones`` and no weights seed alike."""
+    # uniform without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes; 32 random bits
+    # modulo n: the probabilities of the rows differ by at most n / 2**32 relative (padded rows, mask 0, at the
+    # end: the same draw as without them)
+    n_real = jnp.uint32(n) if mask is None else jnp.sum(mask > 0).astype(jnp.uint32)
+    uniform = (bits % n_real).astype(jnp.int32)
+    if w is None:
+        return uniform
+    equal = jnp.all((w == w[0]) | ((mask <= 0) if mask is not None else False))
+    return jnp.where(equal, uniform, sample_index(uniform_bits(bits, dtype), w))
+
+
+def random_rows(key, k: int, p):
+    """``k`` distinct row indices drawn with probabilities proportional to ``p`` (n,) (scikit-learn's 'random'
+    init with sample weights; ones: uniform)."""
+    return jax.random.choice(key, p.shape[0], (k,), replace=False, p=p / jnp.sum(p))
+
+
 def _first_center(bits, X, w, mask, axis_name):
     """The first centre (uniform, or proportional to the weights ``w``) from 32 random ``bits``: (row index, or -1
     when sharded; the row)."""
     n = X.shape[0]
     if axis_name is None:
-        # uniform first centre without a constant (n,) cumsum, which XLA's GPU compiler constant-folds for minutes;
-        # 32 random bits modulo n: the probabilities of the rows differ by at most n / 2**32 relative
-        # (padded rows, mask 0, at the end: the same draw as without them)
-        n_real = jnp.uint32(n) if mask is None else jnp.sum(mask > 0).astype(jnp.uint32)
-        first = (bits % n_real).astype(jnp.int32) if w is None else sample_index(uniform_bits(bits, X.dtype), w)
+        first = first_index(bits, n, w, mask, X.dtype)
         return first, X[first]
     if w is None:  # uniform over the real rows of all devices, as on one device holding the concatenated rows
         rows = lax.all_gather(jnp.sum(mask > 0).astype(jnp.int32), axis_name)
@@ -138,4 +155,4 @@ def global_take(X, owner, local, axis_name):
     return lax.psum(jnp.where(mine, rows, jnp.zeros_like(rows)), axis_name)
 
 
-__all__ = ["global_sample_index", "global_take", "kmeans_plusplus", "sample_index", "sq_distances", "uniform_bits"]
+__all__ = ["first_index", "global_sample_index", "global_take", "kmeans_plusplus", "random_rows", "sample_index", "sq_distances", "uniform_bits"]

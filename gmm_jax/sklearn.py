@@ -14,8 +14,6 @@ functional API, whose precision is the traced arrays' (float64 only with ``jax_e
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import warnings
 
 import jax
@@ -23,15 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin, TransformerMixin
+    from sklearn.base import BaseEstimator, DensityMixin
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.utils import check_random_state
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover
     raise ImportError("gmm_jax.sklearn needs scikit-learn: pip install 'gmm_jax[sklearn]'") from exc
 
 from gmm_jax import model
-from gmm_jax.clustering import kmeans as _kmeans
 from gmm_jax.initialization import initialize
 from gmm_jax.loop import fit as _fit
 from gmm_jax.loop import restart_keys
@@ -44,38 +40,9 @@ from gmm_jax.params import (
     prec_chol_from_precisions,
     precisions_from_prec_chol,
 )
-from gmm_jax.sklearn_checks import ILL_DEFINED, checked_inits
+from gmm_jax.sklearn_checks import FLOAT_DTYPES, ILL_DEFINED, checked_inits, in_fitted_precision, precision_of, random_key
+from gmm_jax.sklearn_kmeans import KMeans
 from gmm_jax.stats import m_step_covariances
-
-
-def _key(random_state):
-    rng = check_random_state(random_state)
-    return jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
-
-
-def _dtype():
-    """What validate_data converts to: float64 and float32 kept, anything else (integers) float64, as scikit-learn."""
-    return [np.float64, np.float32]
-
-
-def _precision_of(dtype):
-    """64-bit mode for this call only when ``dtype`` is float64 (else the caller's setting)."""
-    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
-
-
-def _in_fitted_precision(attr):
-    """Run the method in the precision of the fitted attribute ``attr`` (float64 attributes: 64-bit mode)."""
-
-    def wrap(method):
-        @functools.wraps(method)
-        def run(self, *args, **kwargs):
-            check_is_fitted(self)
-            with _precision_of(getattr(self, attr).dtype):
-                return method(self, *args, **kwargs)
-
-        return run
-
-    return wrap
 
 
 def _report(res, verbose, interval):
@@ -164,7 +131,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """scikit-learn's hook: the parameters estimated from responsibilities ``resp`` (n, K), the given
         ``*_init`` values taking their place."""
         X, resp = np.asarray(X), np.asarray(resp, X.dtype)
-        with _precision_of(X.dtype):
+        with precision_of(X.dtype):
             Xj = jnp.asarray(X)
             center = jnp.asarray((resp.T @ X) / np.maximum(resp.sum(0), np.finfo(X.dtype).tiny)[:, None])
             stats = sufficient_stats(Xj, jnp.asarray(resp), center, self.covariance_type)
@@ -185,8 +152,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, sample_weight=None):
         self._check_parameters()
-        X = validate_data(self, X, dtype=_dtype(), ensure_min_samples=2)
-        with _precision_of(X.dtype):
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, ensure_min_samples=2)
+        with precision_of(X.dtype):
             return self._fit_predict(X, sample_weight)
 
     def _fit_predict(self, X, sample_weight):
@@ -195,7 +162,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                              f"n_samples = {X.shape[0]}")
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
-        key = _key(self.random_state)
+        key = random_key(self.random_state)
         Xj = jnp.asarray(X)
         init = self._initial(Xj, key, sample_weight)  # checks the *_init values on every fit, as scikit-learn
         warm = self.warm_start and hasattr(self, "converged_")
@@ -234,18 +201,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _check_X(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=_dtype(), reset=False)
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
         return jnp.asarray(X, self.means_.dtype)
 
-    @_in_fitted_precision("means_")
+    @in_fitted_precision("means_")
     def predict(self, X):
         return np.asarray(model.predict(self._check_X(X), self._params(), self.covariance_type))
 
-    @_in_fitted_precision("means_")
+    @in_fitted_precision("means_")
     def predict_proba(self, X):
         return np.asarray(model.predict_proba(self._check_X(X), self._params(), self.covariance_type))
 
-    @_in_fitted_precision("means_")
+    @in_fitted_precision("means_")
     def score_samples(self, X):
         return np.asarray(model.per_row(model.score_samples_blocked, self._check_X(X), self._params(),
                                          self.covariance_type))
@@ -253,78 +220,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def score(self, X, y=None):
         return float(np.mean(self.score_samples(X)))
 
-    @_in_fitted_precision("means_")
+    @in_fitted_precision("means_")
     def bic(self, X):
         return float(model.bic(self._check_X(X), self._params(), self.covariance_type))
 
-    @_in_fitted_precision("means_")
+    @in_fitted_precision("means_")
     def aic(self, X):
         return float(model.aic(self._check_X(X), self._params(), self.covariance_type))
 
-    @_in_fitted_precision("means_")
+    @in_fitted_precision("means_")
     def sample(self, n_samples=1):
         check_is_fitted(self)
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples}. It must be at least one.")
-        X, y = model.sample(_key(self.random_state), self._params(), int(n_samples), self.covariance_type)
+        X, y = model.sample(random_key(self.random_state), self._params(), int(n_samples), self.covariance_type)
         order = np.argsort(np.asarray(y), kind="stable")  # grouped by component, as scikit-learn returns them
         return np.asarray(X)[order], np.asarray(y)[order]
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
-    """K-means (Lloyd) with vmapped restarts (scikit-learn API); ``algorithm``: 'auto', 'lloyd' or 'hamerly' (see
-    :func:`gmm_jax.kmeans`)."""
-
-    def __init__(self, n_clusters=8, *, init="k-means++", n_init="auto", max_iter=300, tol=1e-4, random_state=None,
-                 algorithm="auto"):
-        self.algorithm = algorithm
-        self.n_clusters = n_clusters
-        self.init = init
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.tol = tol
-        self.random_state = random_state
-
-    def fit(self, X, y=None, sample_weight=None):
-        X = validate_data(self, X, dtype=_dtype())
-        with _precision_of(X.dtype):
-            return self._fit(X, sample_weight)
-
-    def _fit(self, X, sample_weight):
-        if X.shape[0] < self.n_clusters:
-            raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}.")
-        n_init = self.n_init
-        if n_init == "auto":
-            n_init = 1 if (isinstance(self.init, str) and self.init == "k-means++") or not isinstance(self.init, str) else 10
-        Xj = jnp.asarray(X)
-        res = _kmeans(_key(self.random_state), Xj, self.n_clusters, n_restarts=int(n_init), init=self.init,
-                      max_iter=self.max_iter, tol=self.tol, algorithm=self.algorithm,
-                      sample_weight=None if sample_weight is None else np.asarray(sample_weight, np.float64))
-        self.cluster_centers_ = np.asarray(res.centers)
-        self.labels_ = np.asarray(res.labels)
-        self.inertia_ = float(res.inertia)
-        self.n_iter_ = int(res.n_iter)
-        return self
-
-    def _check_X(self, X):
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=_dtype(), reset=False)
-        return jnp.asarray(X, self.cluster_centers_.dtype)
-
-    @_in_fitted_precision("cluster_centers_")
-    def predict(self, X):
-        from gmm_jax.clustering import kmeans_predict
-
-        return np.asarray(kmeans_predict(self._check_X(X), jnp.asarray(self.cluster_centers_)))
-
-    @_in_fitted_precision("cluster_centers_")
-    def transform(self, X):
-        from gmm_jax.clustering import center_distances
-        from gmm_jax.rows import bucketed_rows
-
-        Xj = self._check_X(X)
-        return np.asarray(bucketed_rows(center_distances, Xj, jnp.asarray(self.cluster_centers_, Xj.dtype)))
-
-    def score(self, X, y=None, sample_weight=None):
-        d = self.transform(X).min(axis=1) ** 2
-        return float(-np.sum(d if sample_weight is None else d * np.asarray(sample_weight)))
+__all__ = ["GaussianMixture", "KMeans"]

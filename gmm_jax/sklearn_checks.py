@@ -1,9 +1,45 @@
-"""Checks of the scikit-learn estimators' arguments, with scikit-learn's error meanings (and wording where its own
-tests match it)."""
+"""What the scikit-learn estimators share: checks of their arguments, with scikit-learn's error meanings (and
+wording where its own tests match it), the random key from a ``random_state``, and the precision rule (float64 input:
+64-bit mode for the call only)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
+import jax
 import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+FLOAT_DTYPES = [np.float64, np.float32]
+"""What ``validate_data`` converts to: float64 and float32 kept, anything else (integers) float64, as scikit-learn."""
+
+
+def random_key(random_state):
+    """A JAX key drawn from scikit-learn's ``random_state`` (None, an int or a ``RandomState``)."""
+    rng = check_random_state(random_state)
+    return jax.random.key(int(rng.randint(np.iinfo(np.int32).max)))
+
+
+def precision_of(dtype):
+    """64-bit mode for this call only when ``dtype`` is float64 (else the caller's setting)."""
+    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
+
+
+def in_fitted_precision(attr):
+    """Run the method in the precision of the fitted attribute ``attr`` (float64 attributes: 64-bit mode)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            check_is_fitted(self)
+            with precision_of(getattr(self, attr).dtype):
+                return method(self, *args, **kwargs)
+
+        return run
+
+    return wrap
 
 ILL_DEFINED = ("Fitting the mixture model failed because some components have ill-defined empirical covariance (for "
                "instance caused by singleton or collapsed samples). Try to decrease the number of components, "

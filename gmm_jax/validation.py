@@ -231,26 +231,34 @@ def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, 
 
 
 def validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts):
+    n_clusters = check_kmeans_options(n_clusters, max_iter, tol, n_restarts)
+    X = as_data(X)
+    n, d = X.shape
+    check_n_samples(n, n_clusters, "n_clusters")
+    return X, as_sample_weight(sample_weight, n, X.dtype), check_init_centers(init, n_clusters, d, X.dtype)
+
+
+def check_kmeans_options(n_clusters, max_iter, tol, n_restarts) -> int:
+    """K-means' integer and tolerance options checked; returns ``n_clusters`` as an int."""
     n_clusters = check_positive_int(n_clusters, "n_clusters")
     check_positive_int(max_iter, "max_iter")
     check_positive_int(n_restarts, "n_restarts")
     check_nonneg_float(tol, "tol")
-    X = as_data(X)
-    n, d = X.shape
-    check_n_samples(n, n_clusters, "n_clusters")
-    w = as_sample_weight(sample_weight, n, X.dtype)
-    centers = None
+    return n_clusters
+
+
+def check_init_centers(init, n_clusters: int, n_features: int, dtype):
+    """K-means' ``init``: None for 'k-means++' and 'random', else the (K, D) centres as a JAX array of ``dtype``."""
     if isinstance(init, str):
         if init not in ("k-means++", "random"):
             raise ValueError(f"unknown init {init!r}; expected 'k-means++', 'random' or a (K, D) array")
-    else:
-        c = np.asarray(init, dtype=np.float64)
-        if c.shape != (n_clusters, d):
-            raise ValueError(f"init centres must have shape ({n_clusters}, {d}), got {c.shape}")
-        if not np.all(np.isfinite(c)):
-            raise ValueError("init centres contain NaN or infinity")
-        centers = jnp.asarray(c.astype(X.dtype))
-    return X, w, centers
+        return None
+    c = np.asarray(init, dtype=np.float64)
+    if c.shape != (n_clusters, n_features):
+        raise ValueError(f"init centres must have shape ({n_clusters}, {n_features}), got {c.shape}")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("init centres contain NaN or infinity")
+    return jnp.asarray(c.astype(dtype))
 
 
 __all__ = ["COVARIANCE_TYPES", "INITS"]
