@@ -60,3 +60,37 @@ def pytest_sessionfinish(session):
     if path:
         with open(path, "w") as f:
             json.dump({k: {"outcome": v, "used": k in _used} for k, v in _outcomes.items()}, f, indent=1)
+
+
+def run_suite(modules, report_path, keyword=None, env=None):
+    """Run scikit-learn's test ``modules`` (dotted names) in a separate pytest process with this plugin; returns
+    ``{test id: {"outcome": ..., "used": ...}}`` and the tail of the run's output (for failure messages)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.sklearn_swap", "--pyargs",
+           *modules]
+    if keyword:
+        cmd += ["-k", keyword]
+    run_env = {**os.environ, **(env or {}), "GMM_JAX_SWAP_REPORT": str(report_path)}
+    run_env.pop("PYTEST_XDIST_WORKER", None)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, cwd=root, env=run_env, capture_output=True, text=True, timeout=1500)
+    if not Path(report_path).exists():
+        raise RuntimeError(f"scikit-learn's tests did not run (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
+                           f"\n{proc.stderr[-3000:]}")
+    with open(report_path) as f:
+        return json.load(f), proc.stdout[-3000:]
+
+
+def pass_rate(outcomes, excluded):
+    """(passed / counted, counted, failed test ids) over the tests that constructed one of our estimators, were not
+    skipped and are not in ``excluded`` (test function names, parameters stripped)."""
+    def name(nodeid):
+        return nodeid.split("::")[-1].split("[")[0]
+
+    counted = {k: v["outcome"] for k, v in outcomes.items()
+               if v["used"] and v["outcome"] != "skipped" and name(k) not in excluded}
+    failed = sorted(k for k, v in counted.items() if v != "passed")
+    return (len(counted) - len(failed)) / max(len(counted), 1), len(counted), failed
