@@ -152,7 +152,7 @@ def test_x64_input_keeps_float64_and_ints_become_float32():
         (dict(reg_covar=-1.0), "reg_covar"),
         (dict(sample_weight=np.ones(3)), "sample_weight must have shape"),
         (dict(sample_weight=-np.ones(30)), "non-negative"),
-        (dict(max_iter=0), "max_iter"),
+        (dict(max_iter=-1), "max_iter"),
         (dict(X=[["a", "b"]] * 5), "numeric"),
     ],
 )
@@ -162,6 +162,21 @@ def test_validation_errors(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         gmm_jax.fit(jax.random.key(0), X, **args)
+
+
+def test_max_iter_zero_returns_the_initial_parameters():
+    """max_iter=0 (scikit-learn allows it): the initial parameters, no iteration, not converged, lower bound -inf
+    (none computed); ``init_lower_bound`` continues a previous fit's bound (the warm start)."""
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    p0, _ = random_params(np.random.default_rng(1), 2, 2, "full")
+    res = gmm_jax.fit(jax.random.key(0), X, 2, init_params=p0, max_iter=0)
+    chex.assert_trees_all_close(res.params, jax.tree.map(jnp.asarray, p0), rtol=1e-12)
+    assert int(res.n_iter[0]) == 0 and not bool(res.converged[0]) and float(res.lower_bound[0]) == -np.inf
+    one = gmm_jax.fit(jax.random.key(0), X, 2, init_params=p0, max_iter=1)
+    two = gmm_jax.fit(jax.random.key(0), X, 2, init_params=one.params, max_iter=1, tol=1e9,
+                      init_lower_bound=float(one.lower_bound[0]))
+    assert bool(two.converged[0])  # |change| <= tol against the previous fit's bound: converged at its first step
+    assert not bool(gmm_jax.fit(jax.random.key(0), X, 2, init_params=one.params, max_iter=1, tol=1e9).converged[0])
 
 
 def test_bad_initial_parameters_are_rejected():
