@@ -47,10 +47,12 @@ class SparseRows(NamedTuple):
 
 
 class SparseShape(NamedTuple):
-    """The static sizes of :class:`SparseRows`: features D and the most entries in one row."""
+    """The static sizes of :class:`SparseRows`: features D, the most entries in one row, and the entries per chunk
+    of the inner-product pass (the stored entries are padded to a multiple of it)."""
 
     n_features: int
     max_row_nnz: int
+    chunk: int
 
 
 def is_sparse(X) -> bool:
@@ -60,10 +62,12 @@ def is_sparse(X) -> bool:
     return scipy.sparse.issparse(X)
 
 
-def sparse_rows(X, name: str = "X"):
+def sparse_rows(X, n_clusters: int = 8, name: str = "X", scratch_elements: int = 1 << 22):
     """A ``scipy.sparse`` matrix or array -> (:class:`SparseRows`, :class:`SparseShape`), checked (2-D, not empty,
     numeric, finite stored values, fewer than 2**31 entries).  CSC and other formats are converted to CSR (a
-    sparse conversion); float64 stays float64 only with 64-bit mode on, as :func:`gmm_jax.validation.as_data`."""
+    sparse conversion); float64 stays float64 only with 64-bit mode on, as :func:`gmm_jax.validation.as_data`.
+    The inner products with ``n_clusters`` centres run over chunks of entries whose (chunk, K) products stay near
+    ``scratch_elements``."""
     from gmm_jax.validation import float_dtype
 
     if X.ndim != 2:
@@ -85,30 +89,41 @@ def sparse_rows(X, name: str = "X"):
     rows = np.repeat(np.arange(X.shape[0], dtype=np.int32), lengths)
     sq = np.bincount(rows, weights=np.square(data.astype(np.float64)), minlength=X.shape[0]).astype(dtype)
     longest = int(lengths.max()) if lengths.size else 0
-    shape = SparseShape(int(X.shape[1]), 1 << max(0, longest - 1).bit_length())  # a power of two: fewer compiles
-    # the entries padded to a bucket (value 0 in row 0, column 0: adds nothing to any product or sum; never read
-    # as part of a row), so that data with nearby entry counts share one compiled program
-    extra = row_bucket(max(csr.nnz, 1), 1 << 62) - csr.nnz
+    bucket = row_bucket(max(csr.nnz, 1), 1 << 62)
+    chunk = min(bucket, 1 << max(10, (scratch_elements // max(1, n_clusters)).bit_length() - 1))
+    shape = SparseShape(int(X.shape[1]), 1 << max(0, longest - 1).bit_length(), chunk)  # powers of two: fewer compiles
+    # the entries padded to a bucket, a multiple of the chunk (value 0 in row 0, column 0: adds nothing to any
+    # product or sum; never read as part of a row), so that data with nearby entry counts share one program
+    extra = -(-bucket // chunk) * chunk - csr.nnz
     cols = np.concatenate([csr.indices.astype(np.int32), np.zeros(extra, np.int32)])
     return SparseRows(jnp.asarray(np.concatenate([data, np.zeros(extra, dtype)])), jnp.asarray(cols),
                       jnp.asarray(np.concatenate([rows, np.zeros(extra, np.int32)])),
                       jnp.asarray(indptr.astype(np.int32)), jnp.asarray(sq)), shape
 
 
-def sparse_dots(S: SparseRows, centers) -> jax.Array:
-    """(n, K) inner products ``x_i . c_k`` over the stored entries of each row."""
-    return jax.ops.segment_sum(S.data[:, None] * centers.T[S.cols], S.rows, S.sq_norms.shape[0])
+def sparse_dots(S: SparseRows, centers, shape: SparseShape) -> jax.Array:
+    """(n, K) inner products ``x_i . c_k`` over the stored entries of each row, ``shape.chunk`` entries at a time
+    (scratch (chunk, K))."""
+    ct = centers.T
+    n = S.sq_norms.shape[0]
+
+    def body(acc, i):
+        sl = [lax.dynamic_slice_in_dim(a, i * shape.chunk, shape.chunk) for a in (S.data, S.cols, S.rows)]
+        return acc.at[sl[2]].add(sl[0][:, None] * ct[sl[1]]), None
+
+    n_chunks = S.data.shape[0] // shape.chunk
+    return lax.scan(body, jnp.zeros((n, centers.shape[0]), centers.dtype), jnp.arange(n_chunks))[0]
 
 
-def sparse_sq_distances(S: SparseRows, centers) -> jax.Array:
+def sparse_sq_distances(S: SparseRows, centers, shape: SparseShape) -> jax.Array:
     """(n, K) squared Euclidean distances ``||x_i||^2 - 2 x_i . c_k + ||c_k||^2`` (clipped at 0)."""
     c_sq = jnp.sum(jnp.square(centers), axis=1)
-    return jnp.maximum(S.sq_norms[:, None] - 2.0 * sparse_dots(S, centers) + c_sq[None, :], 0.0)
+    return jnp.maximum(S.sq_norms[:, None] - 2.0 * sparse_dots(S, centers, shape) + c_sq[None, :], 0.0)
 
 
-def sparse_assign(S: SparseRows, centers):
+def sparse_assign(S: SparseRows, centers, shape: SparseShape):
     """Nearest centre (ties to the lowest index) and the squared distance to it: ((n,) int32, (n,))."""
-    d2 = sparse_sq_distances(S, centers)
+    d2 = sparse_sq_distances(S, centers, shape)
     labels = jnp.argmin(d2, axis=1).astype(jnp.int32)
     return labels, jnp.take_along_axis(d2, labels[:, None], axis=1)[:, 0]
 
@@ -143,7 +158,7 @@ def sparse_plusplus(key, S: SparseRows, n_clusters: int, w, shape: SparseShape):
     trials = 2 + int(math.log(n_clusters))
     bits = jax.random.bits(key, (1 + max(n_clusters - 1, 1) * trials,), jnp.uint32)
     c0 = sparse_take(S, first_index(bits[0], n, w, None, dtype)[None], shape)
-    d2 = sparse_sq_distances(S, c0)[:, 0]
+    d2 = sparse_sq_distances(S, c0, shape)[:, 0]
     centers = jnp.zeros((n_clusters, shape.n_features), dtype).at[0].set(c0[0])
     weights = jnp.ones((n,), dtype) if w is None else w
 
@@ -151,7 +166,7 @@ def sparse_plusplus(key, S: SparseRows, n_clusters: int, w, shape: SparseShape):
         centers, d2 = state
         u = uniform_bits(lax.dynamic_slice_in_dim(bits, 1 + (c - 1) * trials, trials), dtype)
         cx = sparse_take(S, sample_index(u, d2 if w is None else w * d2), shape)
-        dd = sparse_sq_distances(S, cx)  # (n, T)
+        dd = sparse_sq_distances(S, cx, shape)  # (n, T)
         b = jnp.argmin(weights @ jnp.minimum(d2[:, None], dd))
         return centers.at[c].set(cx[b]), jnp.minimum(d2, dd[:, b])
 
@@ -160,7 +175,7 @@ def sparse_plusplus(key, S: SparseRows, n_clusters: int, w, shape: SparseShape):
 
 def sparse_info_step(S: SparseRows, w, tol, shape: SparseShape, s):
     """One Lloyd iteration on sparse rows: (next :class:`gmm_jax.lloyd.LloydState`, iteration info)."""
-    labels, mind = sparse_assign(S, s.centers)
+    labels, mind = sparse_assign(S, s.centers, shape)
     sums, counts = sparse_sums(S, w, labels, s.centers.shape[0], shape)
     changed = jnp.sum(labels != s.labels).astype(jnp.int32)
     return finish_step(s, tol, labels, mind, w, sums, counts, changed,
@@ -173,7 +188,7 @@ def sparse_lloyd(S: SparseRows, w, centers, tol, max_iter: int, shape: SparseSha
     labels and inertia as :func:`gmm_jax.clustering.lloyd`."""
     s, trace = run_lloyd(partial(sparse_info_step, S, w, tol, shape), lloyd_state(S.sq_norms.shape[0], centers),
                          max_iter, record)
-    d2 = sparse_sq_distances(S, s.centers)
+    d2 = sparse_sq_distances(S, s.centers, shape)
     labels = jnp.where(s.strict, s.labels, jnp.argmin(d2, axis=1).astype(jnp.int32))
     dist = jnp.take_along_axis(d2, labels[:, None], axis=1)[:, 0]
     out = s.centers, labels, jnp.sum(dist if w is None else w * dist), s.i, s.done
@@ -216,7 +231,9 @@ def kmeans_sparse(key, X, n_clusters: int, *, n_restarts: int = 1, init="k-means
     from gmm_jax.validation import as_sample_weight, check_init_centers, check_kmeans_options, check_n_samples, key_form
 
     n_clusters = check_kmeans_options(n_clusters, max_iter, tol, n_restarts)
-    S, shape = sparse_rows(X)
+    cfg = resolve_config(config)
+    scratch = cfg.scratch_elements_accelerator if cfg.accelerator else cfg.scratch_elements
+    S, shape = sparse_rows(X, n_clusters, scratch_elements=scratch)
     n = S.sq_norms.shape[0]
     check_n_samples(n, n_clusters, "n_clusters")
     k, form = key_form(key)
@@ -228,30 +245,29 @@ def kmeans_sparse(key, X, n_clusters: int, *, n_restarts: int = 1, init="k-means
                                  jnp.asarray(sparse_tolerance(X, tol), dtype), n_clusters=n_clusters,
                                  n_restarts=n_restarts, max_iter=max_iter, shape=shape,
                                  init_random=(isinstance(init, str) and init == "random"), record=bool(record),
-                                 config=resolve_config(config))
+                                 config=cfg)
 
 
-@jax.jit
-def _sparse_labels(S: SparseRows, centers):
-    return sparse_assign(S, centers)[0]
+@partial(jax.jit, static_argnames=("shape",))
+def _sparse_labels(S: SparseRows, centers, shape: SparseShape):
+    return sparse_assign(S, centers, shape)[0]
 
 
-@jax.jit
-def _sparse_distances(S: SparseRows, centers):
-    return jnp.sqrt(sparse_sq_distances(S, centers))
+@partial(jax.jit, static_argnames=("shape",))
+def _sparse_distances(S: SparseRows, centers, shape: SparseShape):
+    return jnp.sqrt(sparse_sq_distances(S, centers, shape))
 
 
 def sparse_predict(X, centers) -> jax.Array:
     """Nearest-centre labels (n,) int32 of sparse rows X for dense centres (K, D)."""
-    S, shape = sparse_rows(X)
-    centers = _check_centers(centers, shape, S.data.dtype)
-    return _sparse_labels(S, centers)
+    S, shape = sparse_rows(X, len(centers))
+    return _sparse_labels(S, _check_centers(centers, shape, S.data.dtype), shape)
 
 
 def sparse_center_distances(X, centers) -> jax.Array:
     """Euclidean distances (n, K) of sparse rows X to dense centres (scikit-learn's ``KMeans.transform``)."""
-    S, shape = sparse_rows(X)
-    return _sparse_distances(S, _check_centers(centers, shape, S.data.dtype))
+    S, shape = sparse_rows(X, len(centers))
+    return _sparse_distances(S, _check_centers(centers, shape, S.data.dtype), shape)
 
 
 def _check_centers(centers, shape: SparseShape, dtype):
