@@ -2,7 +2,8 @@
 
     python benchmarks/bench_restarts.py [--restarts 32] [--n 2000]
 
-Whole fits (k-means initialisation, EM to tol=1e-3, max_iter=100, full covariances), compile excluded (every
+Whole fits (k-means and random_from_data initialisations, EM restarts vmapped in lockstep and run in sequence
+(``Config.restarts_in_sequence``), EM to tol=1e-3, max_iter=100, full covariances), compile excluded (every
 configuration is run once before timing), best of several runs, float32, n=2000, d=2, K=5 by default.  Prints
 cost(R) / cost(1) and the speed-up over scikit-learn ``GaussianMixture(n_init=R)``, plus both best
 log-likelihoods (the two libraries draw different initialisations, so these agree only statistically).
@@ -36,14 +37,15 @@ def make_data(n, d, k, seed=1):
     return (centers[lab] + np.einsum("nd,nde->ne", rng.normal(size=(n, d)), A[lab])).astype(np.float32)
 
 
-def run(n=2000, d=2, k=5, R=32, repeats=7):
+def run(n=2000, d=2, k=5, R=32, repeats=7, init="kmeans", in_sequence=False):
     from sklearn.mixture import GaussianMixture
 
     X = make_data(n, d, k)
     Xj = jax.device_put(X)
+    cfg = gmm_jax.Config(accelerator=gmm_jax.default_config().accelerator, restarts_in_sequence=in_sequence)
 
     def ours(r):
-        res = gmm_jax.fit(jax.random.key(0), Xj, k, n_restarts=r)
+        res = gmm_jax.fit(jax.random.key(0), Xj, k, n_restarts=r, init=init, config=cfg)
         res.params.means.block_until_ready()
         return res
 
@@ -55,11 +57,11 @@ def run(n=2000, d=2, k=5, R=32, repeats=7):
     compile_r = time.perf_counter() - t
     t_one = best_time(lambda: ours(1), repeats)
     t_r = best_time(lambda: ours(R), repeats)
-    t_sk = best_time(lambda: GaussianMixture(k, n_init=R, random_state=0).fit(X), 3)
+    t_sk = best_time(lambda: GaussianMixture(k, n_init=R, init_params=init, random_state=0).fit(X), 3)
     res = ours(R)
-    sk = GaussianMixture(k, n_init=R, random_state=0).fit(X)
+    sk = GaussianMixture(k, n_init=R, init_params=init, random_state=0).fit(X)
     return {
-        "n": n, "d": d, "k": k, "restarts": R,
+        "n": n, "d": d, "k": k, "restarts": R, "init": init, "in_sequence": in_sequence,
         "ms_one_restart": t_one * 1e3, "ms_R_restarts": t_r * 1e3, "sklearn_ms_n_init_R": t_sk * 1e3,
         "cost_R_over_1": t_r / t_one, "speedup_vs_sklearn": t_sk / t_r,
         "first_call_s_one": compile_one, "first_call_s_R": compile_r,
@@ -76,9 +78,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     info = machine_description()
     print(f"machine: {info['cpu']} ({info['cores']} cores), JAX {info['jax']} on {info['jax_devices']}")
-    row = run(n=args.n, R=args.restarts)
-    print_table([row], list(row))
-    write_json(args.out, [row])
+    rows = []
+    for init in ("kmeans", "random_from_data"):
+        for in_sequence in (False, True):
+            rows.append(run(n=args.n, R=args.restarts, init=init, in_sequence=in_sequence))
+            print_table(rows[-1:], list(rows[-1]))
+    write_json(args.out, rows)
     print(f"wrote {args.out}")
 
 

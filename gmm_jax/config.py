@@ -32,6 +32,9 @@ class Config:
 
     Attributes:
       accelerator: block sizes for device memory and vmapped restarts/Lloyd (True on GPU/TPU), else CPU choices.
+      restarts_in_sequence: EM runs the restarts one after another (``lax.map``), each stopping at its own
+        convergence, instead of vmapped in lockstep (every restart then iterates until the slowest has converged).
+        Not on accelerators, where the vmapped passes are what is fast.
       scratch_elements: elements of the largest (block, K, D) temporary of one restart on a CPU.
       scratch_elements_restarts: the same for all R > 1 vmapped restarts together on a CPU.
       scratch_elements_accelerator: the same on an accelerator.
@@ -50,6 +53,7 @@ class Config:
     """
 
     accelerator: bool = False
+    restarts_in_sequence: bool = False
     scratch_elements: int = 1 << 21
     scratch_elements_restarts: int = 1 << 20
     scratch_elements_accelerator: int = 1 << 27

@@ -160,7 +160,8 @@ def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
     def one(s):
         return em_finish(em_run(s, ctx, tol, reg_covar, max_iter, **kw), ctx, **kw)
 
-    return collect(map_restarts(one, state), ctx.shift)
+    in_sequence = cfg.restarts_in_sequence and not cfg.accelerator and state.n_iter.shape[0] > 1
+    return collect(lax.map(one, state) if in_sequence else map_restarts(one, state), ctx.shift)
 
 
 def collect(out, shift) -> "FitResult":

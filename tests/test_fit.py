@@ -13,14 +13,16 @@ import gmm_jax
 from tests.conftest import make_blobs, random_params
 
 
-@pytest.mark.parametrize("init", ["k-means++", "kmeans"])
-def test_restarts_equal_separate_fits_and_best_is_highest(init):
-    """Vmapped restarts (with init='kmeans' on a CPU the Lloyd initialisation runs restart after restart) equal
-    separate one-restart fits with the same keys."""
+@pytest.mark.parametrize("init,in_sequence", [("k-means++", False), ("kmeans", False), ("kmeans", True)])
+def test_restarts_equal_separate_fits_and_best_is_highest(init, in_sequence):
+    """Vmapped restarts (with init='kmeans' on a CPU the Lloyd initialisation runs restart after restart), or
+    restarts whose EM runs one after another (``Config.restarts_in_sequence``), equal separate one-restart fits with
+    the same keys."""
     X, _ = make_blobs(seed=20, n_per=60, k=4, sep=3.0)
     key = jax.random.key(3)
     R = 4
-    res = gmm_jax.fit(key, X, 4, n_restarts=R, init=init, max_iter=50, block_size=100)
+    res = gmm_jax.fit(key, X, 4, n_restarts=R, init=init, max_iter=50, block_size=100,
+                      config=gmm_jax.Config(restarts_in_sequence=in_sequence))
     keys = gmm_jax.restart_keys(key, R)
     singles = [gmm_jax.fit(keys[r : r + 1], X, 4, init=init, max_iter=50, block_size=100) for r in range(R)]
     for r, s in enumerate(singles):
