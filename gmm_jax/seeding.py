@@ -155,4 +155,5 @@ def global_take(X, owner, local, axis_name):
     return lax.psum(jnp.where(mine, rows, jnp.zeros_like(rows)), axis_name)
 
 
-__all__ = ["first_index", "global_sample_index", "global_take", "kmeans_plusplus", "random_rows", "sample_index", "sq_distances", "uniform_bits"]
+__all__ = ["first_index", "global_sample_index", "global_take", "kmeans_plusplus", "random_rows", "sample_index",
+           "sq_distances", "uniform_bits"]

@@ -28,10 +28,10 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("gmm_jax.sklearn needs scikit-learn: pip install 'gmm_jax[sklearn]'") from exc
 
 from gmm_jax import model
+from gmm_jax.em import sufficient_stats
 from gmm_jax.initialization import initialize
 from gmm_jax.loop import fit as _fit
 from gmm_jax.loop import restart_keys
-from gmm_jax.em import sufficient_stats
 from gmm_jax.params import (
     GMMParams,
     covariances_from_prec_chol,
@@ -113,8 +113,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             return None
         base = None
         if w is None or m is None or p is None:
-            base = initialize(restart_keys(key, 1)[0], X, self.n_components, covariance_type=self.covariance_type, init=self.init_params,
-                              reg_covar=self.reg_covar, sample_weight=sample_weight)
+            base = initialize(restart_keys(key, 1)[0], X, self.n_components, covariance_type=self.covariance_type,
+                              init=self.init_params, reg_covar=self.reg_covar, sample_weight=sample_weight)
         dt = X.dtype
         return GMMParams(base.log_weights if w is None else jnp.log(jnp.asarray(w, dt)),
                          base.means if m is None else jnp.asarray(m, dt),

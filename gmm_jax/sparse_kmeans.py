@@ -23,8 +23,8 @@ from jax import lax
 
 from gmm_jax.clustering import KMeansResult, best_restart, lloyd_restarts
 from gmm_jax.config import Config, resolve_config
-from gmm_jax.rows import row_bucket
 from gmm_jax.lloyd import finish_step, lloyd_state, relocate_empty, run_lloyd
+from gmm_jax.rows import row_bucket
 from gmm_jax.seeding import first_index, random_rows, sample_index, uniform_bits
 
 
