@@ -82,13 +82,25 @@ def log_normalizer(lj, axis: int):
     return logsumexp(lj, axis=axis)
 
 
-def weighted_resp(lj, wb, axis: int, one_exp: bool = False):
+def known_labels(lj, labels, axis: int):
+    """Log-joints of points with known labels (semi-supervised EM): a point labelled ``y >= 0`` keeps only component
+    ``y`` (the others become -inf), so its responsibility is one-hot and its log-normaliser is ``log p(x, y)``;
+    points labelled -1 are unchanged.  ``labels`` (B,) int; ``lj`` with components on ``axis``."""
+    k = jnp.arange(lj.shape[axis])
+    keep = (labels[None, :] < 0) | (k[:, None] == labels[None, :])  # (K, B)
+    return jnp.where(keep if axis == 0 else keep.T, lj, -jnp.inf)
+
+
+def weighted_resp(lj, wb, axis: int, one_exp: bool = False, labels=None):
     """(responsibilities times the points' weights ``wb``, sum of ``wb log p(x)`` over the block) from log-joints.
+    With ``labels`` (B,) (-1: unknown) the labelled points first go through :func:`known_labels`.
 
     Two forms of the same normalisation: by default :func:`log_normalizer` then ``exp(lj - log p(x))`` (XLA fuses
     the exponentials into their consumers); with ``one_exp`` one exponential per entry, reused by the
     responsibilities (``e = exp(lj - max)``, ``resp = e / sum e``: the product form's, whose consumers are matrix
     products)."""
+    if labels is not None:
+        lj = known_labels(lj, labels, axis)
     if one_exp:
         m = jnp.max(lj, axis=axis, keepdims=True)
         e = jnp.exp(lj - m)
@@ -101,19 +113,21 @@ def weighted_resp(lj, wb, axis: int, one_exp: bool = False):
     return resp, jnp.sum(jnp.where(wb > 0, wb * ln, 0.0))
 
 
-def centred_block(xs, wb, params: GMMParams, factors, covariance_type: str, with_stats: bool, small_d: int = 3):
+def centred_block(xs, wb, params: GMMParams, factors, covariance_type: str, with_stats: bool, labels=None,
+                  small_d: int = 3):
     """The reference form of one block of the fused pass: E-step, then the block's statistics about the current
     means (or only the counts, ``with_stats`` False), and the weighted log-likelihood sum.
 
     Args:
       xs: (B, D) shifted points; wb: (B,) their weights (0 for rows outside the block).
       params: parameters in the shifted coordinates; factors: :func:`log_prob_factors` of them.
+      labels: optional (B,) known labels of the points (-1: unknown), see :func:`known_labels`.
     Returns:
       (SuffStats about ``params.means``, or counts (K,)), sum_b w_b log p(x_b).
     """
     km = component_major(covariance_type)
     kax = 0 if km else 1
-    resp, ll = weighted_resp(block_log_joint(xs, params, factors, covariance_type), wb, kax)
+    resp, ll = weighted_resp(block_log_joint(xs, params, factors, covariance_type), wb, kax, labels=labels)
     if with_stats:
         return block_stats(xs, resp, params.means, covariance_type, component_major=km, small_d=small_d), ll
     return jnp.sum(resp, axis=1 - kax), ll
@@ -155,4 +169,4 @@ def posteriors(X, params: GMMParams, covariance_type: str):
 
 
 __all__ = ["about_reference_point", "block_log_joint", "block_log_prob", "block_posteriors", "centred_block", "component_major",
-           "log_normalizer", "log_prob_factors", "posteriors", "reference_point", "shifted", "weighted_resp"]
+           "known_labels", "log_normalizer", "log_prob_factors", "posteriors", "reference_point", "shifted", "weighted_resp"]

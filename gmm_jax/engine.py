@@ -15,7 +15,7 @@ from gmm_jax.config import Config
 from gmm_jax.density import centred_block, log_prob_factors
 from gmm_jax.forms import product_block, product_error_bound, product_factors, raw_to_centred, small_full_block
 from gmm_jax.params import GMMParams
-from gmm_jax.rows import block_reduce, psum
+from gmm_jax.rows import block_reduce, block_rows, psum
 from gmm_jax.stats import block_stats
 
 
@@ -42,13 +42,16 @@ def pass_form(covariance_type: str, d: int, config: Config, extent_known: bool) 
 
 
 def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, config: Config, with_stats: bool = True,
-            axis_name=None, extent=None):
+            axis_name=None, extent=None, labels=None):
     """One fused pass over the rows of X: E-step per block, statistics about the current means (or only the
     counts), and the weighted log-likelihood sum.  Parameters in coordinates about ``shift``.
 
     ``extent`` (:func:`gmm_jax.forms.data_extent`): the pass takes the product form when
     :func:`gmm_jax.forms.product_error_bound` is at most ``config.product_tol`` (full: ``product_tol_full``), else
     the centred form.  Leave it None under ``vmap`` (restarts), where both branches of the ``lax.cond`` would run.
+    ``labels``: optional (n,) known labels of the rows (-1: unknown), semi-supervised EM
+    (:func:`gmm_jax.density.known_labels`); the log-likelihood is then ``log p(x)`` of the unlabelled rows plus
+    ``log p(x, y)`` of the labelled ones.
 
     Returns:
       (SuffStats or counts (K,), sum_i w_i log p(x_i)), summed over the devices of ``axis_name``.
@@ -57,7 +60,10 @@ def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, confi
     form = pass_form(covariance_type, params.means.shape[1], config, extent is not None)
 
     def block(fn, f):
-        return lambda xb, wb, i: fn(xb - shift, wb, params, f, covariance_type, with_stats)
+        def one(xb, wb, i):
+            lab = None if labels is None else block_rows(labels, bs, i)
+            return fn(xb - shift, wb, params, f, covariance_type, with_stats, lab)
+        return one
 
     if form == "small":
         return block_reduce(block(small_full_block, factors), X, bs, w, axis_name)

@@ -22,7 +22,7 @@ from gmm_jax.rows import block_slices, n_blocks
 from gmm_jax.stats import SuffStats, recenter_stats, small_full_stats
 
 
-def small_full_block(xs, wb, params: GMMParams, factors, covariance_type: str, with_stats: bool):
+def small_full_block(xs, wb, params: GMMParams, factors, covariance_type: str, with_stats: bool, labels=None):
     """E-step and statistics of one block for full covariances with few features: differences (K, D, B), whitened
     residuals by D unrolled multiply-adds, every reduction across contiguous rows of length B."""
     d = params.means.shape[1]
@@ -32,7 +32,7 @@ def small_full_block(xs, wb, params: GMMParams, factors, covariance_type: str, w
     for j in range(1, d):
         y = y + xc[:, j, None, :] * u[:, j, :, None]
     lj = (factors[2] + params.log_weights)[:, None] - 0.5 * jnp.sum(jnp.square(y), axis=1)  # (K, B)
-    resp, ll = weighted_resp(lj, wb, 0)
+    resp, ll = weighted_resp(lj, wb, 0, labels=labels)
     if not with_stats:
         return jnp.sum(resp, axis=1), ll
     return small_full_stats(xc, resp), ll
@@ -83,7 +83,7 @@ def _product_log_joint(xs, pf, covariance_type: str):
     return lj + offsets[:, None], x2
 
 
-def product_block(xs, wb, params: GMMParams, pf, covariance_type: str, with_stats: bool):
+def product_block(xs, wb, params: GMMParams, pf, covariance_type: str, with_stats: bool, labels=None):
     """E-step and raw-moment statistics of one block as matrix products (``pf``: :func:`product_factors`).
 
     diag/spherical: log-densities (K, D) x (D, B) with x*x (spherical |x|^2) and with x, statistics (K, B) x (B, D)
@@ -92,7 +92,7 @@ def product_block(xs, wb, params: GMMParams, pf, covariance_type: str, with_stat
     log-densities, then one (K, B) x (B, D (D + 1) / 2) product with the quadratic features.  Returns raw moments
     about the reference point (summed over the blocks, then :func:`raw_to_centred`)."""
     lj, x2 = _product_log_joint(xs, pf, covariance_type)
-    resp, ll = weighted_resp(lj, wb, 0, one_exp=True)
+    resp, ll = weighted_resp(lj, wb, 0, one_exp=True, labels=labels)
     nk = jnp.sum(resp, axis=1)
     if not with_stats:
         return nk, ll

@@ -8,13 +8,15 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from gmm_jax.clustering import kmeans_plusplus, kmeans_tolerance, lloyd, lloyd_restarts
 from gmm_jax.config import HIGHEST, Config, any_traced, resolve_config
+from gmm_jax.density import block_posteriors, log_prob_factors
 from gmm_jax.engine import stats_pass
 from gmm_jax.lloyd import assign_block
 from gmm_jax.params import GMMParams, prec_chol_from_covariances
-from gmm_jax.rows import block_reduce, bucket_rows, data_shift, psum, resolve_block_size
+from gmm_jax.rows import block_reduce, block_rows, bucket_rows, data_shift, psum, resolve_block_size
 from gmm_jax.stats import m_step
 
 
@@ -90,6 +92,57 @@ def initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, re
     return m_step(stats, seeds, covariance_type, reg_covar)
 
 
+def label_scores(X, w, shift, params: GMMParams, labels, covariance_type: str, bs: int):
+    """(K classes, K components): sum over the rows labelled c of their responsibilities under ``params`` (shifted
+    coordinates); rows labelled -1 add nothing."""
+    factors = log_prob_factors(params, covariance_type)
+    k = params.means.shape[0]
+
+    def fn(xb, wb, i):
+        log_resp = block_posteriors(xb - shift, params, factors, covariance_type)[1]
+        onehot = jax.nn.one_hot(block_rows(labels, bs, i), k, dtype=xb.dtype) * wb[:, None]  # -1: a row of zeros
+        return jnp.matmul(onehot.T, jnp.exp(log_resp), precision=HIGHEST)
+
+    return block_reduce(fn, X, bs, w)
+
+
+def greedy_matching(scores):
+    """Component of each class (a permutation): repeatedly the largest remaining score, its class and component
+    then removed; ties (e.g. classes without labelled rows) go to the lowest indices, so all-zero scores give the
+    identity."""
+    k = scores.shape[0]
+
+    def step(_, c):
+        match, free_r, free_c = c
+        s = jnp.where(free_r[:, None] & free_c[None, :], scores, -jnp.inf)
+        r, j = jnp.divmod(jnp.argmax(s).astype(jnp.int32), k)
+        return match.at[r].set(j), free_r.at[r].set(False), free_c.at[j].set(False)
+
+    init = (jnp.zeros((k,), jnp.int32), jnp.ones((k,), bool), jnp.ones((k,), bool))
+    return lax.fori_loop(0, k, step, init)[0]
+
+
+def labelled_means(X, w, shift, labels, n_components: int, bs: int):
+    """(means (K, D) of each class's labelled rows, shifted; has (K,) whether the class has labelled weight)."""
+    def resp_fn(xs, i):
+        return jax.nn.one_hot(block_rows(labels, bs, i), n_components, dtype=xs.dtype)  # -1: a row of zeros
+
+    center = jnp.zeros((n_components, X.shape[1]), X.dtype)
+    stats = stats_pass(X, w, shift, center, resp_fn, "spherical", bs)
+    has = stats.nk > 0
+    return stats.sx / jnp.where(has, stats.nk, 1)[:, None], has
+
+
+def match_to_labels(params: GMMParams, X, w, shift, labels, covariance_type: str, bs: int, means=None) -> GMMParams:
+    """The initial components reordered so that component ``c`` is the one holding most of class ``c``'s labelled
+    rows (:func:`greedy_matching` of :func:`label_scores`), then moved to their labelled rows' mean (``means``:
+    :func:`labelled_means`, computed once for all restarts).  Without labelled rows, unchanged."""
+    perm = greedy_matching(label_scores(X, w, shift, params, labels, covariance_type, bs))
+    pc = params.prec_chol if covariance_type == "tied" else params.prec_chol[perm]
+    mu, has = labelled_means(X, w, shift, labels, params.means.shape[0], bs) if means is None else means
+    return GMMParams(params.log_weights[perm], jnp.where(has[:, None], mu, params.means[perm]), pc)
+
+
 def init_context(X, w, reg_covar, *, n_components, covariance_type, init, bs, mask=None, axis_name=None):
     """What every restart shares: the reference point, the total weight, and what the initialisation needs (the
     data covariance for 'random_from_data', the K-means tolerance for 'kmeans')."""
@@ -146,4 +199,6 @@ def initialize(key, X, n_components: int, *, covariance_type: str = "full", init
                          covariance_type=covariance_type, init=init, block_size=bs, weighted=weighted, config=cfg)
 
 
-__all__ = ["init_context", "initial_params", "initialize", "hard_resp", "kmeans_init_centers", "map_restarts"]
+__all__ = ["init_context", "initial_params", "initialize", "hard_resp", "kmeans_init_centers", "label_scores",
+           "labelled_means", "greedy_matching", "match_to_labels",
+           "map_restarts"]

@@ -18,10 +18,10 @@ from jax import lax
 from gmm_jax.config import Config, all_finite, any_traced, compiler_options_supported, resolve_config
 from gmm_jax.engine import em_pass, product_applies
 from gmm_jax.forms import data_extent
-from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, map_restarts
+from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, labelled_means, map_restarts, match_to_labels
 from gmm_jax.params import GMMParams
 from gmm_jax.rows import bucket_rows, resolve_block_size
-from gmm_jax.stats import m_step
+from gmm_jax.stats import constrained_m_step
 
 
 class FitResult(NamedTuple):
@@ -67,13 +67,14 @@ class EMState(NamedTuple):
 
 class Context(NamedTuple):
     """What every restart's loop reads besides its state: the data, weights and their total, the reference point,
-    the data's extent (None: no product form) and the loop's constants."""
+    the data's extent (None: no product form) and the rows' known labels (None: none; -1: unknown)."""
 
     X: jax.Array
     w: jax.Array | None
     shift: jax.Array
     wsum: jax.Array
     extent: tuple | None
+    labels: jax.Array | None = None
 
 
 def em_state(params: GMMParams, max_iter: int, dtype, lower_bound=None) -> EMState:
@@ -84,17 +85,19 @@ def em_state(params: GMMParams, max_iter: int, dtype, lower_bound=None) -> EMSta
                    all_finite(params))
 
 
-def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_type, bs, config, axis_name=None):
-    """EM iterations from ``state`` until ``until`` iterations in all, convergence, or a non-finite update."""
+def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_type, bs, config, axis_name=None,
+           fixed: tuple = ()):
+    """EM iterations from ``state`` until ``until`` iterations in all, convergence, or a non-finite update;
+    ``fixed``: parameter blocks held at their values (:func:`gmm_jax.stats.constrained_m_step`)."""
 
     def cond(s):
         return (s.n_iter < until) & ~s.converged & s.finite
 
     def body(s):
         stats, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, s.params, covariance_type, bs, config, axis_name=axis_name,
-                                extent=ctx.extent)
+                                extent=ctx.extent, labels=ctx.labels)
         ll = ll_sum / ctx.wsum
-        new = m_step(stats, s.params.means, covariance_type, reg_covar)
+        new = constrained_m_step(stats, s.params, covariance_type, reg_covar, fixed)
         ok = all_finite(new) & jnp.isfinite(ll)
         params = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, s.params)
         trace = s.trace.at[s.n_iter].set(ll) if s.trace.shape[0] else s.trace  # max_iter = 0: never runs
@@ -107,19 +110,19 @@ def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis
     """The per-restart outputs: (params, mean log-likelihood of them, lower bound, n_iter, converged, finite, trace,
     counts)."""
     counts, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, state.params, covariance_type, bs, config, with_stats=False,
-                             axis_name=axis_name, extent=ctx.extent)
+                             axis_name=axis_name, extent=ctx.extent, labels=ctx.labels)
     return (state.params, ll_sum / ctx.wsum, state.log_likelihood, state.n_iter, state.converged, state.finite,
             state.trace, counts)
 
 
 def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
           init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-          init_lower_bound=None):
+          init_lower_bound=None, labels=None, fixed: tuple = ()):
     """Initialisation of every restart: (loop states with a leading restart axis, :class:`Context`).  The data's
     extent (for the product form of the passes) is computed for one restart where
     :func:`gmm_jax.engine.product_applies` says so.  ``n_split`` > 0: ``keys`` is one key, split here into that
     many restart keys (inside the compiled program: an eager split is a compilation of its own).
-    ``init_lower_bound``: see :func:`fit`."""
+    ``init_lower_bound``, ``labels``: see :func:`fit` (``fixed`` is the loop's; it changes nothing here)."""
     cfg = resolve_config(config)
     if n_split:
         keys = restart_keys(keys, n_split)
@@ -131,22 +134,27 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
         centers = kmeans_init_centers(keys, X, w, shift, tol_kmeans, n_components=n_components, bs=block_size,
                                       bs_lloyd=init_block_size or block_size, mask=mask, axis_name=axis_name,
                                       weighted=weighted, config=cfg)
+    seeded = None
+    if labels is not None and init_params is None:
+        seeded = labelled_means(X, w, shift, labels, n_components, block_size)
 
     def one(key, c):
         p0 = initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
                             n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size,
                             mask=mask, axis_name=axis_name, weighted=weighted, centers=c, config=cfg)
+        if seeded is not None:  # component c: the one holding most of class c's labels, at their mean
+            p0 = match_to_labels(p0, X, w, shift, labels, covariance_type, block_size, seeded)
         return em_state(p0, max_iter, X.dtype, init_lower_bound)
 
     extent = None
     if product_applies(covariance_type, *X.shape, cfg) and (n_split or keys.shape[0]) == 1:
         extent = data_extent(X, w, shift, block_size, axis_name)
-    return map_restarts(one, keys, centers), Context(X, w, shift, wsum, extent)
+    return map_restarts(one, keys, centers), Context(X, w, shift, wsum, extent, labels)
 
 
 def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
              init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-             init_lower_bound=None):
+             init_lower_bound=None, labels=None, fixed: tuple = ()):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
     ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
     ``block_size``)."""
@@ -154,11 +162,11 @@ def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
     state, ctx = start(keys, X, w, init_params, reg_covar, n_components=n_components, covariance_type=covariance_type,
                        init=init, max_iter=max_iter, block_size=block_size, init_block_size=init_block_size, mask=mask,
                        axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg,
-                       init_lower_bound=init_lower_bound)
+                       init_lower_bound=init_lower_bound, labels=labels)
     kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg)
 
     def one(s):
-        return em_finish(em_run(s, ctx, tol, reg_covar, max_iter, **kw), ctx, **kw)
+        return em_finish(em_run(s, ctx, tol, reg_covar, max_iter, fixed=fixed, **kw), ctx, **kw)
 
     in_sequence = cfg.restarts_in_sequence and not cfg.accelerator and state.n_iter.shape[0] > 1
     return collect(lax.map(one, state) if in_sequence else map_restarts(one, state), ctx.shift)
@@ -174,7 +182,7 @@ def collect(out, shift) -> "FitResult":
 
 
 FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_size", "init_block_size", "axis_name",
-               "weighted", "n_split", "config")
+               "weighted", "n_split", "config", "fixed")
 
 
 def compiler_options(covariance_type: str, n: int, config: Config, traced: bool = False) -> tuple:
@@ -238,6 +246,8 @@ def fit(
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
     sample_weight=None,
+    labels=None,
+    fixed=(),
     block_size: int | None = None,
     progress=None,
     progress_every: int = 10,
@@ -267,6 +277,17 @@ def fit(
       tol: convergence threshold on the change of the mean log-likelihood.
       reg_covar: added to the covariance diagonals (in data units squared).
       sample_weight: optional (n,) non-negative weights.
+      labels: optional (n,) known labels (semi-supervised EM): a component index in [0, K) for a labelled row, -1
+        for an unknown one.  A labelled row's responsibility is one-hot at its label; the objective (and
+        ``log_likelihood``) is ``log p(x)`` over the unlabelled rows plus ``log p(x, y)`` over the labelled ones.
+        Without ``init_params``, the components ``init`` gives are first matched to the classes (component c: the
+        one holding most of class c's labelled rows, greedily) and a class's component starts at its labelled rows'
+        mean.
+        Every row labelled: the fit converges to :func:`gmm_jax.fit_supervised`'s estimate; every row -1: as
+        without labels.
+      fixed: parameter blocks kept at their initial values, any of 'weights', 'means', 'covariances' (initial:
+        ``init_params``, or what ``init`` gives); the others get their constrained maxima
+        (:func:`gmm_jax.stats.constrained_m_step`).
       block_size: rows per block (default: the (block, K, D) scratch near 8 MiB on a CPU, 4 MiB for R > 1 restarts
         together, 512 MiB on an accelerator).
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
@@ -285,13 +306,15 @@ def fit(
       >>> labels = gmm_jax.predict(X, res.params)
     """
     from gmm_jax.progress import fit_with_progress, print_progress
-    from gmm_jax.validation import check_lower_bound, validate_fit
+    from gmm_jax.validation import check_fixed, check_labels, check_lower_bound, validate_fit
 
     cfg = resolve_config(config)
     keys, n_restarts, n_split = key_input(key, n_restarts)
     X, w, init_params = validate_fit(
         X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
     )
+    fixed = check_fixed(fixed)
+    labels = None if labels is None else check_labels(labels, X.shape[0], n_components, unknown=True)
     with_progress = not (progress is None or progress is False)
     if with_progress:
         if not (progress is True or callable(progress)):
@@ -299,20 +322,23 @@ def fit(
                              f"{progress!r}")
         if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
             raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
-    traced = any_traced(keys, X, w, init_params)
+    traced = any_traced(keys, X, w, init_params, labels)
+    n = X.shape[0]
     X, w, mask, weighted = bucket_rows(X, w, traced, cfg.bucket_max_rows)  # nearby row counts share one program
+    if labels is not None and X.shape[0] > n:  # padding rows: unknown labels (and weight 0)
+        labels = jnp.concatenate([labels, jnp.full((X.shape[0] - n,), -1, jnp.int32)])
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts, cfg)
     statics = dict(n_components=n_components, covariance_type=covariance_type,
                    init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs,
                    init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], config=cfg),
-                   n_split=n_split, weighted=weighted, config=cfg)
+                   n_split=n_split, weighted=weighted, config=cfg, fixed=fixed)
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
     lb0 = None if init_lower_bound is None else jnp.asarray(check_lower_bound(init_lower_bound), X.dtype)
     if not with_progress:
         return fit_program(covariance_type, X.shape[0], cfg, traced)(keys, X, w, init_params, tol_a, reg_a, mask=mask,
-                                                                     init_lower_bound=lb0, **statics)
+                                                                     init_lower_bound=lb0, labels=labels, **statics)
     return fit_with_progress(keys, X, w, init_params, tol_a, reg_a, print_progress if progress is True else progress,
-                             progress_every, mask=mask, init_lower_bound=lb0, **statics)
+                             progress_every, mask=mask, init_lower_bound=lb0, labels=labels, **statics)
 
 
 __all__ = ["Context", "EMState", "FitResult", "collect", "em_finish", "em_run", "em_state", "fit", "fit_body",

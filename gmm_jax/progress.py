@@ -23,10 +23,11 @@ def print_progress(it, ll):
           file=sys.stderr, flush=True)
 
 
-def fit_chunk(state, ctx, tol, reg_covar, until, *, covariance_type, block_size, config):
+def fit_chunk(state, ctx, tol, reg_covar, until, *, covariance_type, block_size, config, fixed=()):
     """EM iterations of every restart until ``until`` iterations in all (a traced bound)."""
     def one(s):
-        return em_run(s, ctx, tol, reg_covar, until, covariance_type=covariance_type, bs=block_size, config=config)
+        return em_run(s, ctx, tol, reg_covar, until, covariance_type=covariance_type, bs=block_size, config=config,
+                      fixed=fixed)
 
     return map_restarts(one, state)
 
@@ -43,23 +44,24 @@ def progress_programs(covariance_type: str, n: int, config):
     """(start, chunk, finish) jitted with the fit's compiler options."""
     opts = compiler_options(covariance_type, n, config)
     statics = ("covariance_type", "block_size", "config")
-    return program(start, FIT_STATICS, opts), program(fit_chunk, statics, opts), program(fit_finish, statics, opts)
+    return (program(start, FIT_STATICS, opts), program(fit_chunk, statics + ("fixed",), opts),
+            program(fit_finish, statics, opts))
 
 
 def fit_with_progress(keys, X, w, init_params, tol, reg_covar, report, every, *, n_components, covariance_type,
                       init, max_iter, block_size, init_block_size, n_split=0, mask=None, weighted=True, config=None,
-                      init_lower_bound=None):
+                      init_lower_bound=None, labels=None, fixed=()):
     """:func:`gmm_jax.fit` with ``report(iteration, log_likelihoods (R,))`` called between chunks of ``every``."""
     fit_start, chunk, finish = progress_programs(covariance_type, X.shape[0], config)
     state, ctx = fit_start(keys, X, w, init_params, reg_covar, n_components=n_components,
                            covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
                            init_block_size=init_block_size, n_split=n_split, mask=mask, weighted=weighted,
-                           config=config, init_lower_bound=init_lower_bound)
+                           config=config, init_lower_bound=init_lower_bound, labels=labels)
     kw = dict(covariance_type=covariance_type, block_size=block_size, config=config)
     done = 0
     while done < max_iter:
         until = min(done + every, max_iter)
-        state = chunk(state, ctx, tol, reg_covar, np.int32(until), **kw)
+        state = chunk(state, ctx, tol, reg_covar, np.int32(until), fixed=fixed, **kw)
         n_iter, trace = np.asarray(state.n_iter), np.asarray(state.trace)
         top = int(n_iter.max())
         for it in range(done, top):  # one report per iteration, the restarts that already stopped show NaN

@@ -68,6 +68,12 @@ def block_slices(X: jax.Array, block_size: int, sample_weight, i):
     return start, xb, wb
 
 
+def block_rows(a, block_size: int, i):
+    """Rows of a row-aligned array ``a`` (n, ...) in block ``i`` (the rows of :func:`block_slices`' ``xb``)."""
+    start = jnp.minimum(i * block_size, a.shape[0] - block_size)
+    return lax.dynamic_slice_in_dim(a, start, block_size, axis=0)
+
+
 def n_blocks(n: int, block_size: int) -> int:
     """Blocks of ``block_size`` rows that cover ``n`` rows."""
     return -(-n // block_size)

@@ -108,8 +108,12 @@ def recenter_stats(stats: SuffStats, center: jax.Array, new_center: jax.Array, c
     return SuffStats(nk, sx_new, sxx_new)
 
 
-def m_step_covariances(stats: SuffStats, center: jax.Array, covariance_type: str = "full", reg_covar=1e-6):
+def m_step_covariances(stats: SuffStats, center: jax.Array, covariance_type: str = "full", reg_covar=1e-6,
+                       keep_means: bool = False):
     """Closed-form M-step returning ``(weights (K,), means (K, D), covariances)``.
+
+    ``keep_means``: the means stay at ``center`` and the covariances are the maximisers for those means (the second
+    moments about ``center``, ``Sigma_k = S2_k / N_k + reg_covar I``).
 
     ``nk`` is offset by ``10 eps`` (as scikit-learn) so an empty component keeps a finite mean (its reference
     point) and a covariance of ``reg_covar * I`` instead of 0/0.
@@ -119,7 +123,7 @@ def m_step_covariances(stats: SuffStats, center: jax.Array, covariance_type: str
     nk = stats.nk + 10 * jnp.finfo(dtype).eps
     n_total = jnp.sum(nk)
     weights = nk / n_total
-    shift = stats.sx / nk[:, None]  # mu_k - c_k
+    shift = jnp.zeros_like(stats.sx) if keep_means else stats.sx / nk[:, None]  # mu_k - c_k
     means = center + shift
     d = center.shape[-1]
     if covariance_type == "full":
@@ -149,5 +153,28 @@ def m_step(stats: SuffStats, center: jax.Array, covariance_type: str = "full", r
     return from_covariances(weights, means, cov, covariance_type)
 
 
-__all__ = ["SuffStats", "add_stats", "block_stats", "m_step", "m_step_covariances", "recenter_stats",
-           "small_full_stats", "stats_centered"]
+FIXABLE = ("weights", "means", "covariances")
+
+
+def constrained_m_step(stats: SuffStats, current: GMMParams, covariance_type: str = "full", reg_covar=1e-6,
+                       fixed: tuple = ()) -> GMMParams:
+    """The M-step with the parameter blocks named in ``fixed`` (any of :data:`FIXABLE`) held at their ``current``
+    values, from statistics about ``current.means``: the maximiser of the ELBO over the other blocks.
+
+    The weights' update does not involve the means or covariances, nor the means' update the covariances, so they
+    are :func:`m_step`'s; with the means fixed the covariances are the second moments about them
+    (``Sigma_k = S2_k / N_k + reg_covar I``, no ``- (mu_k - c_k)(mu_k - c_k)^T``).  ``fixed=()`` is :func:`m_step`.
+    """
+    if not fixed:
+        return m_step(stats, current.means, covariance_type, reg_covar)
+    new = from_covariances(*m_step_covariances(stats, current.means, covariance_type, reg_covar, "means" in fixed),
+                           covariance_type)
+    if "weights" in fixed:
+        new = new._replace(log_weights=current.log_weights)
+    if "covariances" in fixed:
+        new = new._replace(prec_chol=current.prec_chol)
+    return new
+
+
+__all__ = ["FIXABLE", "SuffStats", "add_stats", "block_stats", "constrained_m_step", "m_step", "m_step_covariances",
+           "recenter_stats", "small_full_stats", "stats_centered"]

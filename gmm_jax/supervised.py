@@ -14,7 +14,7 @@ import numpy as np
 from gmm_jax.config import is_traced
 from gmm_jax.em import m_step, sufficient_stats
 from gmm_jax.params import GMMParams, check_covariance_type
-from gmm_jax.validation import as_data, as_sample_weight, check_nonneg_float, check_positive_int
+from gmm_jax.validation import as_data, as_sample_weight, check_labels, check_nonneg_float, check_positive_int
 
 
 def fit_supervised(X, labels, n_components: int, covariance_type: str = "full", reg_covar=0.0,
@@ -46,22 +46,14 @@ def fit_supervised(X, labels, n_components: int, covariance_type: str = "full", 
     X = as_data(X)
     n = X.shape[0]
     w = as_sample_weight(sample_weight, n, X.dtype)
-    if np.shape(labels) != (n,):
-        raise ValueError(f"labels must have shape ({n},) (one per row of X), got {np.shape(labels)}")
+    labels = check_labels(labels, n, n_components)
     if not traced:
         lab = np.asarray(labels)
-        if not (np.issubdtype(lab.dtype, np.integer) or (np.issubdtype(lab.dtype, np.floating)
-                                                          and np.all(lab == np.round(lab)))):
-            raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
-        if lab.min() < 0 or lab.max() >= n_components:
-            raise ValueError(f"labels must be in [0, {n_components}), got values from {lab.min()} to {lab.max()}")
-        lab = lab.astype(np.int64)
         mass = np.bincount(lab, weights=None if w is None else np.asarray(w, np.float64), minlength=n_components)
         if np.any(mass <= 0):
             empty = np.flatnonzero(mass <= 0).tolist()
             raise ValueError(f"class(es) {empty} have no points{'' if w is None else ' with positive weight'}: "
                              f"every one of the {n_components} classes needs at least one")
-        labels = jnp.asarray(lab, jnp.int32)
     params = _closed_form(X, labels, n_components, covariance_type, reg_covar, w)
     if not traced and not bool(jnp.all(jnp.isfinite(params.prec_chol))):
         if covariance_type == "tied":

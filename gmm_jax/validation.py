@@ -14,6 +14,7 @@ import numpy as np
 
 from gmm_jax.config import all_finite, is_traced
 from gmm_jax.params import COVARIANCE_TYPES, GMMParams, check_covariance_type, prec_chol_shape
+from gmm_jax.stats import FIXABLE
 
 INITS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -228,6 +229,34 @@ def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, 
     if init_params is not None:
         init_params = validate_params(init_params, covariance_type, n_components, d, X.dtype)
     return X, w, init_params
+
+
+def check_labels(labels, n: int, n_components: int, unknown: bool = False):
+    """Known labels of the ``n`` rows as an int32 array: integers in [0, K), or -1 for an unknown label when
+    ``unknown``; ValueError names a wrong shape, a non-integer or an out-of-range value.  Traced labels: only the
+    shape is checked."""
+    if np.shape(labels) != (n,):
+        raise ValueError(f"labels must have shape ({n},) (one per row of X), got {np.shape(labels)}")
+    if is_traced(labels):
+        return jnp.asarray(labels, jnp.int32)
+    lab = np.asarray(labels)
+    if not (np.issubdtype(lab.dtype, np.integer) or (np.issubdtype(lab.dtype, np.floating) and np.all(lab == np.round(lab)))):
+        raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
+    low = -1 if unknown else 0
+    if n and (lab.min() < low or lab.max() >= n_components):
+        what = f"in [0, {n_components})" + (" or -1 (unknown)" if unknown else "")
+        raise ValueError(f"labels must be {what}, got values from {lab.min()} to {lab.max()}")
+    return jnp.asarray(lab.astype(np.int32))
+
+
+def check_fixed(fixed) -> tuple:
+    """``fit``'s ``fixed``: a name or a sequence of names from ``gmm_jax.stats.FIXABLE``, returned as a tuple in that
+    order (a static option of the compiled fit)."""
+    names = (fixed,) if isinstance(fixed, str) else tuple(fixed)
+    bad = [f for f in names if f not in FIXABLE]
+    if bad:
+        raise ValueError(f"fixed must name parameter blocks among {', '.join(FIXABLE)}; got {bad}")
+    return tuple(f for f in FIXABLE if f in names)
 
 
 def validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts):

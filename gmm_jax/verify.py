@@ -31,6 +31,7 @@ from gmm_jax.params import (
     to_unconstrained,
 )
 from gmm_jax.supervised import fit_supervised
+from gmm_jax.verify_variants import FIXED_CASES, check_fixed_m_step, check_semi_supervised
 
 
 class Check(NamedTuple):
@@ -345,6 +346,9 @@ def run_checks(m_step_fn: Callable = m_step, seed: int = 0, only: str | None = N
             ("EM fixed point", lambda: [check_stationary_at_convergence(X, theta, m_step_fn)]),
             ("Supervised", lambda: check_supervised(X, y, k, m_step_fn)),
             ("K-means", lambda: [check_kmeans_limit(X, k)]),
+            ("Fixed", lambda: [r for ct, fixed in FIXED_CASES for r in check_fixed_m_step(
+                X, random_theta(np.random.default_rng(9), k, X.shape[1], ct), ct, fixed, Check)]),
+            ("Known labels", lambda: check_semi_supervised(X, y, k, Check)),
         ]
         rows = []
         for key, make in groups:

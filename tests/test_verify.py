@@ -36,6 +36,11 @@ CLAIMS = [
     "Supervised fit = per-class MLE (Thms 1, 2)",
     "Supervised fit = M-step with one-hot q",
     "K-means = EM limit (spherical, sigma^2 -> 0, equal weights)",
+    *[f"M-step ({ct}, fixed {'+'.join(f)}): {what}" for ct, f in verify.FIXED_CASES
+      for what in ("ascent with them frozen reaches the closed form", "no ascent iterate beats the closed form")],
+    "Known labels: EM never decreases log p(x_U) + log p(x_L, y_L)",
+    "Known labels: EM fixed point is stationary for log p(x_U) + log p(x_L, y_L)",
+    "Known labels: every point labelled = supervised MLE (Thms 1, 2)",
 ]
 
 
@@ -113,3 +118,25 @@ def test_verify_command_fails_on_a_broken_m_step():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "max discrepancy" in out.stdout and "FAIL" in out.stdout
+
+
+def test_fixed_row_catches_an_unconstrained_m_step():
+    """The fixed-block rows fail for the ordinary M-step (which moves the means: the ascent, means frozen, cannot
+    reach it) and for a subtler error, means kept but covariances centred about the moved means (a feasible point
+    the ascent beats), and pass for the constrained M-step."""
+    import gmm_jax
+
+    def ignores_fixed(stats, current, covariance_type, reg_covar, fixed):
+        return gmm_jax.m_step(stats, current.means, covariance_type, reg_covar)
+
+    def wrong_centre(stats, current, covariance_type, reg_covar, fixed):
+        return ignores_fixed(stats, current, covariance_type, reg_covar, fixed)._replace(means=current.means)
+
+    with verify.jax.enable_x64(True):
+        X, _, _ = verify.problem(0)
+        theta = verify.random_theta(np.random.default_rng(9), 3, 2, "diag")
+        run = lambda fn: verify.check_fixed_m_step(X, theta, "diag", ("means",), verify.Check, m_step_fn=fn)  # noqa: E731
+        moved, centred, good = run(ignores_fixed), run(wrong_centre), run(gmm_jax.stats.constrained_m_step)
+    assert not moved[0].passed, moved
+    assert not centred[0].passed and not centred[1].passed, centred
+    assert good[0].passed and good[1].passed, good
