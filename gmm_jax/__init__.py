@@ -41,13 +41,24 @@ from gmm_jax.params import (
     precisions_from_prec_chol,
     to_unconstrained,
 )
+from gmm_jax.path import PathResult, fit_path
 from gmm_jax.seeding import kmeans_plusplus
 from gmm_jax.sharded import ShardedRows, fit_sharded, kmeans_sharded, row_mesh, shard_process_rows, shard_rows
 from gmm_jax.stream import OnlineResult, StreamResult, array_batches, fit_online, fit_stream
 from gmm_jax.supervised import fit_supervised
-from gmm_jax.vae import GMMVAE
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``GMMVAE`` is imported on first use: Flax costs most of a second at import, which the command line and
+    the plain mixtures do not need."""
+    if name == "GMMVAE":
+        from gmm_jax.vae import GMMVAE
+
+        return GMMVAE
+    raise AttributeError(f"module 'gmm_jax' has no attribute {name!r}")
+
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -57,6 +68,7 @@ __all__ = [
     "GMMParams",
     "KMeansResult",
     "OnlineResult",
+    "PathResult",
     "StreamResult",
     "SuffStats",
     "UnconstrainedParams",
@@ -73,6 +85,7 @@ __all__ = [
     "em_step",
     "fit",
     "fit_online",
+    "fit_path",
     "fit_sharded",
     "fit_stream",
     "fit_supervised",

@@ -108,21 +108,26 @@ def cmd_fit(args) -> int:
         if args.k is None:
             raise InputError("give -k K or --select-k KMIN:KMAX")
         ks = [args.k]
-    best = None
-    for k in ks:
-        try:
-            res = gmm_jax.fit(jax.random.key(args.seed), X, k, covariance_type=args.covariance_type,
-                              n_restarts=args.restarts, max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar)
-        except ValueError as exc:
-            raise InputError(f"{args.data}: {exc}") from None
-        bic = float(gmm_jax.bic(X, res.params, args.covariance_type))
+    kw = dict(covariance_type=args.covariance_type, n_restarts=args.restarts, max_iter=args.max_iter, tol=args.tol,
+              reg_covar=args.reg_covar)
+    try:  # every K in one compiled program (one K: the plain fit)
+        path = gmm_jax.fit_path(jax.random.key(args.seed), X, ks, **kw) if args.select_k else None
+        res = None if args.select_k else gmm_jax.fit(jax.random.key(args.seed), X, ks[0], **kw)
+    except ValueError as exc:
+        raise InputError(f"{args.data}: {exc}") from None
+    if path is None:
         b = int(res.best)
-        print(f"K={k}: mean log-likelihood {float(res.log_likelihood[b]):.6f}, BIC {bic:.3f}, "
-              f"iterations {int(res.n_iter[b])}, converged {bool(res.converged[b])}", file=sys.stderr)
-        if best is None or bic < best[0]:
-            best = (bic, k, res)
-    _, k, res = best
-    save_params(args.out, res.params, args.covariance_type)
+        print(f"K={ks[0]}: mean log-likelihood {float(res.log_likelihood[b]):.6f}, "
+              f"BIC {float(gmm_jax.bic(X, res.params, args.covariance_type)):.3f}, iterations {int(res.n_iter[b])}, "
+              f"converged {bool(res.converged[b])}", file=sys.stderr)
+        k, params = ks[0], res.params
+    else:
+        for i, kk in enumerate(path.n_components):
+            print(f"K={kk}: mean log-likelihood {path.log_likelihood[i]:.6f}, BIC {path.bic[i]:.3f}, "
+                  f"iterations {path.n_iter[i]}, converged {bool(path.converged[i])}", file=sys.stderr)
+        k = path.best
+        params = path.params[list(path.n_components).index(k)]
+    save_params(args.out, params, args.covariance_type)
     print(f"wrote {args.out} (K={k}, covariance_type={args.covariance_type})")
     return 0
 
@@ -224,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, default=4, metavar="R",
                    help="EM restarts run at once (vmapped); the one with the highest log-likelihood is kept")
     p.add_argument("--select-k", metavar="KMIN:KMAX",
-                   help="fit every K in KMIN..KMAX (inclusive) and keep the one with the lowest BIC; replaces -k")
+                   help="fit every K in KMIN..KMAX (inclusive; one compiled program for all, gmm_jax.fit_path) "
+                        "and keep the one with the lowest BIC; replaces -k")
     p.add_argument("--max-iter", type=int, default=100, metavar="N", help="maximum EM iterations per restart")
     p.add_argument("--tol", type=float, default=1e-3,
                    help="stop when the mean log-likelihood per point changes by less than this (nats)")

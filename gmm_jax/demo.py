@@ -1,6 +1,7 @@
 """The main job (``gmm-jax demo``): fits, comparisons and derivation checks on data that ship with scikit-learn.
 
-Writes DIR/report.md and PNG figures: restart traces, GMM ellipses vs K-means cells, class-conditional samples.
+Writes DIR/report.md and PNG figures: restart traces, BIC/AIC against K, GMM ellipses vs K-means cells,
+class-conditional samples.
 """
 
 from __future__ import annotations
@@ -64,10 +65,38 @@ def section_restarts(X, restarts, out, plt):
     return lines
 
 
+def section_select_k(X, restarts, out, plt, quick=False):
+    """BIC and AIC against K on iris, every covariance type (``quick``: full only), each curve one compiled program
+    (``fit_path``)."""
+    Xd, _ = X
+    ks = range(1, 9)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    lines = ["## 2. Choosing K: BIC and AIC on iris", "", "| covariance | K by BIC | K by AIC | seconds (compile included) |",
+             "|---|---|---|---|"]
+    for ct in ("full",) if quick else gmm_jax.COVARIANCE_TYPES:
+        t = time.perf_counter()
+        path = gmm_jax.fit_path(jax.random.key(0), Xd, ks, covariance_type=ct, n_restarts=restarts)
+        seconds = time.perf_counter() - t
+        axes[0].plot(path.n_components, path.bic, "o-", label=ct)
+        axes[1].plot(path.n_components, path.aic, "o-", label=ct)
+        lines.append(f"| {ct} | {path.best} | {int(path.n_components[np.argmin(path.aic)])} | {seconds:.1f} |")
+    for ax, name in zip(axes, ("BIC", "AIC")):
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{name} (lower is better)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "bic.png"), dpi=80)
+    plt.close(fig)
+    lines += ["", f"`gmm_jax.fit_path` fits K = 1..8 ({restarts} restarts each) in one compiled program per covariance "
+              "type (`gmm-jax fit data.csv --select-k 1:8` does the same from the command line):", "",
+              "![BIC](bic.png)", ""]
+    return lines
+
+
 def section_classification(datasets, restarts, out, plt):
     from sklearn.metrics import adjusted_rand_score
 
-    lines = ["## 2. Unsupervised classification: K-means vs GMM (ARI)", "",
+    lines = ["## 3. Unsupervised classification: K-means vs GMM (ARI)", "",
              "| data | K-means | GMM full | GMM tied | GMM diag | GMM spherical |", "|---|---|---|---|---|---|"]
     for name, (X, y) in datasets.items():
         k = int(y.max()) + 1
@@ -116,7 +145,7 @@ def section_generation(digits, out, plt, quick=False):
     X, y = digits
     pca = PCA(20, random_state=0).fit(X)
     Z = pca.transform(X)
-    lines = ["## 3. Conditional generation on digits: supervised GMMs and the GMM-VAE", ""]
+    lines = ["## 4. Conditional generation on digits: supervised GMMs and the GMM-VAE", ""]
     grids = {}
     for space, data in (("pixels", X), ("PCA-20", Z)):
         p = gmm_jax.fit_supervised(jnp.asarray(data, jnp.float32), jnp.asarray(y), 10, "full", reg_covar=1e-2)
@@ -161,7 +190,7 @@ def section_verify():
     from gmm_jax import verify
 
     code, _, text = verify.run([])
-    return ["## 4. Derivation checks (`gmm-jax verify`)", "", "```", text, "```", ""], code
+    return ["## 5. Derivation checks (`gmm-jax verify`)", "", "```", text, "```", ""], code
 
 
 def main(argv=None) -> int:
@@ -176,7 +205,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     plt = _plt()
     restarts = 4 if args.quick else 16
-    prog = Progress(5)
+    prog = Progress(6)
     t0 = time.perf_counter()
     iris = skd.load_iris()
     Xi = (iris.data.astype(np.float32), iris.target)
@@ -185,6 +214,8 @@ def main(argv=None) -> int:
     prog.step("data loaded")
     lines += section_restarts(Xi, restarts, args.out, plt)
     prog.step("iris fits")
+    lines += section_select_k(Xi, restarts, args.out, plt, quick=args.quick)
+    prog.step("choosing K")
     dig = skd.load_digits()
     xb, yb = skd.make_blobs(n_samples=1500, random_state=170)
     data = {"iris": Xi, "wine (standardised)": _std(skd.load_wine()),
@@ -196,7 +227,7 @@ def main(argv=None) -> int:
     lines += section_generation((dig.data / 16.0, dig.target), args.out, plt, quick=args.quick)
     prog.step("generation")
     if args.quick:  # the checks run in the test suite on their own; `gmm-jax verify` runs them alone
-        vlines, code = ["## 4. Derivation checks", "", "Skipped in --quick mode; run `gmm-jax verify`.", ""], 0
+        vlines, code = ["## 5. Derivation checks", "", "Skipped in --quick mode; run `gmm-jax verify`.", ""], 0
     else:
         vlines, code = section_verify()
     lines += vlines

@@ -21,7 +21,7 @@ from gmm_jax.forms import data_extent
 from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, labelled_means, map_restarts, match_to_labels
 from gmm_jax.params import GMMParams
 from gmm_jax.rows import bucket_rows, resolve_block_size
-from gmm_jax.stats import constrained_m_step
+from gmm_jax.stats import active_mask, constrained_m_step, mask_components
 
 
 class FitResult(NamedTuple):
@@ -86,9 +86,10 @@ def em_state(params: GMMParams, max_iter: int, dtype, lower_bound=None) -> EMSta
 
 
 def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_type, bs, config, axis_name=None,
-           fixed: tuple = ()):
+           fixed: tuple = (), masked: bool = False):
     """EM iterations from ``state`` until ``until`` iterations in all, convergence, or a non-finite update;
-    ``fixed``: parameter blocks held at their values (:func:`gmm_jax.stats.constrained_m_step`)."""
+    ``fixed``: parameter blocks held at their values (:func:`gmm_jax.stats.constrained_m_step`); ``masked``: the
+    inactive components of the state's parameters stay so (:func:`gmm_jax.stats.mask_components`)."""
 
     def cond(s):
         return (s.n_iter < until) & ~s.converged & s.finite
@@ -98,6 +99,8 @@ def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_ty
                                 extent=ctx.extent, labels=ctx.labels)
         ll = ll_sum / ctx.wsum
         new = constrained_m_step(stats, s.params, covariance_type, reg_covar, fixed)
+        if masked:
+            new = mask_components(new, active_mask(s.params))
         ok = all_finite(new) & jnp.isfinite(ll)
         params = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, s.params)
         trace = s.trace.at[s.n_iter].set(ll) if s.trace.shape[0] else s.trace  # max_iter = 0: never runs

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import logsumexp
 
 from gmm_jax.config import HIGHEST
 from gmm_jax.params import GMMParams, check_covariance_type, from_covariances
@@ -154,6 +155,21 @@ def m_step(stats: SuffStats, center: jax.Array, covariance_type: str = "full", r
 
 
 FIXABLE = ("weights", "means", "covariances")
+INACTIVE = -1e30  # the log-weight of a masked-out component: below any real one (>= log(10 eps / n)), finite
+
+
+def active_mask(params: GMMParams) -> jax.Array:
+    """(K,) whether each component is active (its log-weight above :data:`INACTIVE` / 2)."""
+    return params.log_weights > INACTIVE / 2
+
+
+def mask_components(params: GMMParams, active) -> GMMParams:
+    """The weights renormalised over the ``active`` components, the others' log-weights set to :data:`INACTIVE`: a
+    masked-out component takes no point in the E-step (responsibility exactly 0), and after the M-step (which gives
+    it weight ``10 eps / n``) this masks it out again (:func:`gmm_jax.fit_path`)."""
+    lw = jnp.where(active, params.log_weights, -jnp.inf)
+    lw = lw - logsumexp(lw)
+    return params._replace(log_weights=jnp.where(active, lw, jnp.asarray(INACTIVE, lw.dtype)))
 
 
 def constrained_m_step(stats: SuffStats, current: GMMParams, covariance_type: str = "full", reg_covar=1e-6,
@@ -176,5 +192,5 @@ def constrained_m_step(stats: SuffStats, current: GMMParams, covariance_type: st
     return new
 
 
-__all__ = ["FIXABLE", "SuffStats", "add_stats", "block_stats", "constrained_m_step", "m_step", "m_step_covariances",
-           "recenter_stats", "small_full_stats", "stats_centered"]
+__all__ = ["FIXABLE", "INACTIVE", "SuffStats", "active_mask", "add_stats", "block_stats", "constrained_m_step",
+           "m_step", "m_step_covariances", "mask_components", "recenter_stats", "small_full_stats", "stats_centered"]

@@ -87,7 +87,8 @@ def test_demo_quick_writes_report(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "K-means vs GMM" in report and "| full |" in report
-    for png in ("traces.png", "ellipses.png", "samples.png"):
+    assert "Choosing K" in report
+    for png in ("traces.png", "bic.png", "ellipses.png", "samples.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
 
 
