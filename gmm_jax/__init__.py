@@ -30,6 +30,7 @@ from gmm_jax.model import aic, bic, predict, predict_log_proba, predict_proba, s
 from gmm_jax.params import (
     COVARIANCE_TYPES,
     GMMParams,
+    StudentTParams,
     UnconstrainedParams,
     cov_chol_from_prec_chol,
     covariances_from_prec_chol,
@@ -70,6 +71,7 @@ __all__ = [
     "OnlineResult",
     "PathResult",
     "StreamResult",
+    "StudentTParams",
     "SuffStats",
     "UnconstrainedParams",
     "ShardedRows",

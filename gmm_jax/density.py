@@ -19,10 +19,10 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.scipy.special import logsumexp
+from jax.scipy.special import gammaln, logsumexp
 
 from gmm_jax.config import HIGHEST
-from gmm_jax.params import GMMParams, log_det_prec_chol, prec_chol_shape
+from gmm_jax.params import GMMParams, is_student, log_det_prec_chol, prec_chol_shape
 from gmm_jax.stats import block_stats
 
 
@@ -70,9 +70,29 @@ def block_log_prob(xs, factors, covariance_type: str):
     return -0.5 * jnp.sum(jnp.square(y), axis=-1) + const
 
 
+def student_log_prob(xs, params, factors, covariance_type: str):
+    """Student-t log-densities of a block (:func:`block_log_prob`'s orientation) and the expected latent scales
+    ``u = (nu + D) / (nu + delta)`` (delta: the squared Mahalanobis distance under the scale matrix), from the same
+    whitened residuals as the Gaussian ones::
+
+        log t(x | mu, S, nu) = lgamma((nu + D) / 2) - lgamma(nu / 2) - D/2 log(nu pi) + log det U
+                               - (nu + D) / 2 log(1 + delta / nu)
+    """
+    a, b, const = factors
+    d = params.means.shape[1]
+    delta = -2.0 * block_log_prob(xs, (a, b, jnp.zeros_like(const)), covariance_type)
+    nu = params.dof[:, None] if component_major(covariance_type) else params.dof[None, :]
+    c = jnp.expand_dims(const, -1) if component_major(covariance_type) else const
+    c = c + 0.5 * d * jnp.log(2.0 / nu) + gammaln(0.5 * (nu + d)) - gammaln(0.5 * nu)
+    return c - 0.5 * (nu + d) * jnp.log1p(delta / nu), (nu + d) / (nu + delta)
+
+
 def block_log_joint(xs, params: GMMParams, factors, covariance_type: str):
-    """``log phi_k + log N(x_b | mu_k, Sigma_k)`` of a block, in :func:`block_log_prob`'s orientation."""
+    """``log phi_k + log p(x_b | component k)`` of a block, in :func:`block_log_prob`'s orientation: Gaussian
+    densities, or Student-t ones for :class:`gmm_jax.params.StudentTParams` (:func:`student_log_prob`)."""
     lw = params.log_weights[:, None] if component_major(covariance_type) else params.log_weights[None, :]
+    if is_student(params):
+        return student_log_prob(xs, params, factors, covariance_type)[0] + lw
     return block_log_prob(xs, factors, covariance_type) + lw
 
 
@@ -168,5 +188,6 @@ def posteriors(X, params: GMMParams, covariance_type: str):
     return block_posteriors(X - c, p, factors, covariance_type)
 
 
-__all__ = ["about_reference_point", "block_log_joint", "block_log_prob", "block_posteriors", "centred_block", "component_major",
-           "known_labels", "log_normalizer", "log_prob_factors", "posteriors", "reference_point", "shifted", "weighted_resp"]
+__all__ = ["about_reference_point", "block_log_joint", "block_log_prob", "block_posteriors", "centred_block",
+           "component_major", "known_labels", "log_normalizer", "log_prob_factors", "posteriors", "reference_point",
+           "shifted", "student_log_prob", "weighted_resp"]

@@ -14,9 +14,10 @@ from jax import lax
 from gmm_jax.config import Config
 from gmm_jax.density import centred_block, log_prob_factors
 from gmm_jax.forms import product_block, product_error_bound, product_factors, raw_to_centred, small_full_block
-from gmm_jax.params import GMMParams
+from gmm_jax.params import GMMParams, is_student
 from gmm_jax.rows import block_reduce, block_rows, psum
 from gmm_jax.stats import block_stats
+from gmm_jax.student import student_block
 
 
 def has_product_form(covariance_type: str, d: int, config: Config) -> bool:
@@ -65,6 +66,8 @@ def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, confi
             return fn(xb - shift, wb, params, f, covariance_type, with_stats, lab)
         return one
 
+    if is_student(params):  # the Student-t family: its block (reference form only)
+        return block_reduce(block(student_block, factors), X, bs, w, axis_name)
     if form == "small":
         return block_reduce(block(small_full_block, factors), X, bs, w, axis_name)
     centred = block(functools.partial(centred_block, small_d=config.small_full_max_d), factors)

@@ -19,9 +19,10 @@ from gmm_jax.config import Config, all_finite, any_traced, compiler_options_supp
 from gmm_jax.engine import em_pass, product_applies
 from gmm_jax.forms import data_extent
 from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, labelled_means, map_restarts, match_to_labels
-from gmm_jax.params import GMMParams
+from gmm_jax.params import GMMParams, is_student, with_dof
 from gmm_jax.rows import bucket_rows, resolve_block_size
 from gmm_jax.stats import active_mask, constrained_m_step, mask_components
+from gmm_jax.student import student_m_step
 
 
 class FitResult(NamedTuple):
@@ -98,7 +99,10 @@ def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_ty
         stats, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, s.params, covariance_type, bs, config, axis_name=axis_name,
                                 extent=ctx.extent, labels=ctx.labels)
         ll = ll_sum / ctx.wsum
-        new = constrained_m_step(stats, s.params, covariance_type, reg_covar, fixed)
+        if is_student(s.params):
+            new = student_m_step(stats, s.params, covariance_type, reg_covar, fixed)
+        else:
+            new = constrained_m_step(stats, s.params, covariance_type, reg_covar, fixed)
         if masked:
             new = mask_components(new, active_mask(s.params))
         ok = all_finite(new) & jnp.isfinite(ll)
@@ -120,12 +124,13 @@ def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis
 
 def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
           init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-          init_lower_bound=None, labels=None, fixed: tuple = ()):
+          init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None):
     """Initialisation of every restart: (loop states with a leading restart axis, :class:`Context`).  The data's
     extent (for the product form of the passes) is computed for one restart where
     :func:`gmm_jax.engine.product_applies` says so.  ``n_split`` > 0: ``keys`` is one key, split here into that
     many restart keys (inside the compiled program: an eager split is a compilation of its own).
-    ``init_lower_bound``, ``labels``: see :func:`fit` (``fixed`` is the loop's; it changes nothing here)."""
+    ``init_lower_bound``, ``labels``: see :func:`fit` (``fixed`` is the loop's; it changes nothing here); ``dof0``
+    (K,): initial degrees of freedom of a Student-t mixture started from Gaussian initial parameters."""
     cfg = resolve_config(config)
     if n_split:
         keys = restart_keys(keys, n_split)
@@ -147,6 +152,8 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
                             mask=mask, axis_name=axis_name, weighted=weighted, centers=c, config=cfg)
         if seeded is not None:  # component c: the one holding most of class c's labels, at their mean
             p0 = match_to_labels(p0, X, w, shift, labels, covariance_type, block_size, seeded)
+        if dof0 is not None and not is_student(p0):
+            p0 = with_dof(p0, dof0)
         return em_state(p0, max_iter, X.dtype, init_lower_bound)
 
     extent = None
@@ -157,7 +164,7 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
 
 def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
              init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-             init_lower_bound=None, labels=None, fixed: tuple = ()):
+             init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
     ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
     ``block_size``)."""
@@ -165,7 +172,7 @@ def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
     state, ctx = start(keys, X, w, init_params, reg_covar, n_components=n_components, covariance_type=covariance_type,
                        init=init, max_iter=max_iter, block_size=block_size, init_block_size=init_block_size, mask=mask,
                        axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg,
-                       init_lower_bound=init_lower_bound, labels=labels)
+                       init_lower_bound=init_lower_bound, labels=labels, dof0=dof0)
     kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg)
 
     def one(s):
@@ -251,6 +258,8 @@ def fit(
     sample_weight=None,
     labels=None,
     fixed=(),
+    family: str = "gaussian",
+    dof=None,
     block_size: int | None = None,
     progress=None,
     progress_every: int = 10,
@@ -290,7 +299,11 @@ def fit(
         without labels.
       fixed: parameter blocks kept at their initial values, any of 'weights', 'means', 'covariances' (initial:
         ``init_params``, or what ``init`` gives); the others get their constrained maxima
-        (:func:`gmm_jax.stats.constrained_m_step`).
+        (:func:`gmm_jax.stats.constrained_m_step`); a Student-t mixture also 'dof'.
+      family: 'gaussian', or 'student-t' (:mod:`gmm_jax.student`: heavy-tailed components, ``params`` are then
+        :class:`gmm_jax.StudentTParams` and the model functions evaluate Student-t densities).  ``init_params`` of
+        type ``StudentTParams`` imply it.
+      dof: Student-t initial degrees of freedom, a number or (K,) (default 10; with ``fixed=("dof",)`` they stay).
       block_size: rows per block (default: the (block, K, D) scratch near 8 MiB on a CPU, 4 MiB for R > 1 restarts
         together, 512 MiB on an accelerator).
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
@@ -309,14 +322,16 @@ def fit(
       >>> labels = gmm_jax.predict(X, res.params)
     """
     from gmm_jax.progress import fit_with_progress, print_progress
-    from gmm_jax.validation import check_fixed, check_labels, check_lower_bound, validate_fit
+    from gmm_jax.validation import check_dof, check_family, check_fixed, check_labels, check_lower_bound, validate_fit
 
     cfg = resolve_config(config)
     keys, n_restarts, n_split = key_input(key, n_restarts)
     X, w, init_params = validate_fit(
         X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
     )
-    fixed = check_fixed(fixed)
+    family = check_family(family, init_params)
+    fixed = check_fixed(fixed, family)
+    dof0 = None if family == "gaussian" else check_dof(10.0 if dof is None else dof, n_components, X.dtype)
     labels = None if labels is None else check_labels(labels, X.shape[0], n_components, unknown=True)
     with_progress = not (progress is None or progress is False)
     if with_progress:
@@ -339,9 +354,10 @@ def fit(
     lb0 = None if init_lower_bound is None else jnp.asarray(check_lower_bound(init_lower_bound), X.dtype)
     if not with_progress:
         return fit_program(covariance_type, X.shape[0], cfg, traced)(keys, X, w, init_params, tol_a, reg_a, mask=mask,
-                                                                     init_lower_bound=lb0, labels=labels, **statics)
+                                                                     init_lower_bound=lb0, labels=labels, dof0=dof0,
+                                                                     **statics)
     return fit_with_progress(keys, X, w, init_params, tol_a, reg_a, print_progress if progress is True else progress,
-                             progress_every, mask=mask, init_lower_bound=lb0, labels=labels, **statics)
+                             progress_every, mask=mask, init_lower_bound=lb0, labels=labels, dof0=dof0, **statics)
 
 
 __all__ = ["Context", "EMState", "FitResult", "collect", "em_finish", "em_run", "em_state", "fit", "fit_body",

@@ -15,10 +15,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from gmm_jax.config import Config, any_traced, resolve_config
 from gmm_jax.density import about_reference_point, block_posteriors
-from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, n_parameters
+from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, is_student, n_parameters
 from gmm_jax.rows import bucket_rows, bucketed_rows, map_blocks, resolve_block_size, row_bucket, row_map
 from gmm_jax.validation import check_component, check_positive_int, model_inputs, model_params
 
@@ -102,18 +103,24 @@ def score(X, params: GMMParams, covariance_type: str = "full", config: Config | 
     return total / n
 
 
+def free_parameters(params, covariance_type: str) -> int:
+    """Free parameters of a fitted mixture (a Student-t one: its K degrees of freedom as well)."""
+    k, d = params.means.shape
+    return n_parameters(covariance_type, k, d) + (k if is_student(params) else 0)
+
+
 def bic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Bayesian information criterion ``-2 log L + p log n`` (lower is better)."""
     total, n, params = _total_log_likelihood(X, params, covariance_type, config)
     k, d = params.means.shape
-    return -2.0 * total + n_parameters(covariance_type, k, d) * math.log(n)
+    return -2.0 * total + free_parameters(params, covariance_type) * math.log(n)
 
 
 def aic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
     """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
     total, _, params = _total_log_likelihood(X, params, covariance_type, config)
     k, d = params.means.shape
-    return -2.0 * total + 2.0 * n_parameters(covariance_type, k, d)
+    return -2.0 * total + 2.0 * free_parameters(params, covariance_type)
 
 
 def _transform_noise(z, labels, params: GMMParams, covariance_type: str, block_size: int):
@@ -140,12 +147,21 @@ def _transform_noise(z, labels, params: GMMParams, covariance_type: str, block_s
     return means[labels] + z * chol[labels][:, None]
 
 
+def t_noise_scale(key, dof):
+    """``1 / sqrt(g)``, ``g ~ Gamma(dof / 2, rate dof / 2)`` per entry of ``dof``: Gaussian noise times it is
+    Student-t noise (the latent scale of :mod:`gmm_jax.student`)."""
+    g = jax.random.gamma(key, 0.5 * dof, dtype=dof.dtype) / (0.5 * dof)
+    return lax.rsqrt(g)
+
+
 @partial(jax.jit, static_argnames=("n_samples", "covariance_type"))
 def _sample(key, params: GMMParams, n_samples: int, covariance_type: str):
     k_lab, k_z = jax.random.split(key)
     k, d = params.means.shape
     labels = jax.random.categorical(k_lab, params.log_weights, shape=(n_samples,)).astype(jnp.int32)
     z = jax.random.normal(k_z, (n_samples, d), params.means.dtype)
+    if is_student(params):
+        z = z * t_noise_scale(jax.random.fold_in(key, 1), params.dof[labels])[:, None]
     bs = resolve_block_size(None, n_samples, k, d)
     return _transform_noise(z, labels, params, covariance_type, bs), labels
 
@@ -175,6 +191,8 @@ def _sample_component(key, params: GMMParams, component, n_samples: int, covaria
 
     def one(key, c):
         z = jax.random.normal(key, (n_samples, d), params.means.dtype)
+        if is_student(params):
+            z = z * t_noise_scale(jax.random.fold_in(key, 1), jnp.full((n_samples,), params.dof[c]))[:, None]
         if covariance_type == "full":
             return params.means[c] + z @ chol[c].T
         if covariance_type == "tied":

@@ -39,6 +39,33 @@ class GMMParams(NamedTuple):
     prec_chol: jax.Array  # (K, D, D) full; (D, D) tied; (K, D) diag; (K,) spherical
 
 
+class StudentTParams(NamedTuple):
+    """Parameters of a Student-t mixture: :class:`GMMParams`' fields (``prec_chol`` the Cholesky factor of the
+    inverse *scale* matrix; the covariance of component k is ``dof_k / (dof_k - 2)`` times the scale for dof > 2)
+    and the degrees of freedom.
+
+    Attributes:
+      log_weights, means, prec_chol: as :class:`GMMParams`.
+      dof: (K,) degrees of freedom, positive (large: near-Gaussian).
+    """
+
+    log_weights: jax.Array
+    means: jax.Array
+    prec_chol: jax.Array
+    dof: jax.Array  # (K,)
+
+
+def is_student(params) -> bool:
+    """Whether ``params`` are a Student-t mixture's (:class:`StudentTParams`)."""
+    return isinstance(params, StudentTParams)
+
+
+def with_dof(params: GMMParams, dof) -> StudentTParams:
+    """Student-t parameters from Gaussian ones and degrees of freedom (a number or (K,))."""
+    k = params.means.shape[0]
+    return StudentTParams(*params[:3], jnp.broadcast_to(jnp.asarray(dof, params.means.dtype), (k,)))
+
+
 class UnconstrainedParams(NamedTuple):
     """Unconstrained parametrisation for gradient methods.
 

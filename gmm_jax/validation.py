@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax.config import all_finite, is_traced
-from gmm_jax.params import COVARIANCE_TYPES, GMMParams, check_covariance_type, prec_chol_shape
+from gmm_jax.params import COVARIANCE_TYPES, GMMParams, StudentTParams, check_covariance_type, prec_chol_shape
 from gmm_jax.stats import FIXABLE
 
 INITS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -132,9 +132,11 @@ def check_n_samples(n: int, n_components: int, what: str = "n_components") -> No
 def _check_params_shapes(params: GMMParams, covariance_type: str, n_components: int, n_features: int,
                          name: str) -> None:
     """Shapes of ``params`` against K, D and the covariance type (static: checked for traced parameters too)."""
-    if not isinstance(params, GMMParams):
-        raise ValueError(f"{name} must be a GMMParams, got {type(params).__name__}")
-    lw, means, pc = (tuple(np.shape(p)) for p in params)
+    if not isinstance(params, (GMMParams, StudentTParams)):
+        raise ValueError(f"{name} must be a GMMParams or StudentTParams, got {type(params).__name__}")
+    lw, means, pc = (tuple(np.shape(p)) for p in params[:3])
+    if isinstance(params, StudentTParams) and tuple(np.shape(params.dof)) != (n_components,):
+        raise ValueError(f"{name}.dof must have shape ({n_components},), got {tuple(np.shape(params.dof))}")
     if lw != (n_components,):
         raise ValueError(f"{name}.log_weights must have shape ({n_components},), got {lw}")
     if means != (n_components, n_features):
@@ -150,7 +152,7 @@ def validate_params(params: GMMParams, covariance_type: str, n_components: int, 
     Traced parameters get the shape checks only.  ``name`` is how error messages call them."""
     _check_params_shapes(params, covariance_type, n_components, n_features, name)
     if any(is_traced(p) for p in params):
-        return GMMParams(*(jnp.asarray(p, dtype) for p in params))
+        return type(params)(*(jnp.asarray(p, dtype) for p in params))
     lw = np.asarray(params.log_weights, dtype=np.float64)
     means = np.asarray(params.means, dtype=np.float64)
     pc = np.asarray(params.prec_chol, dtype=np.float64)
@@ -169,7 +171,13 @@ def validate_params(params: GMMParams, covariance_type: str, n_components: int, 
             raise ValueError(f"{name}.prec_chol has a non-positive diagonal: the covariance is not positive definite")
     elif np.any(pc <= 0):
         raise ValueError(f"{name}.prec_chol must be positive: the covariance is not positive definite")
-    return GMMParams(jnp.asarray(lw, dtype), jnp.asarray(means, dtype), jnp.asarray(pc, dtype))
+    out = GMMParams(jnp.asarray(lw, dtype), jnp.asarray(means, dtype), jnp.asarray(pc, dtype))
+    if isinstance(params, StudentTParams):
+        dof = np.asarray(params.dof, dtype=np.float64)
+        if not np.all(np.isfinite(dof) & (dof > 0)):
+            raise ValueError(f"{name}.dof must be positive and finite")
+        return StudentTParams(*out, jnp.asarray(dof, dtype))
+    return out
 
 
 def model_params(params, covariance_type: str, n_features=None, dtype=None, name: str = "params") -> GMMParams:
@@ -178,8 +186,8 @@ def model_params(params, covariance_type: str, n_features=None, dtype=None, name
     to one, positive-definite factors.  Returned in ``dtype`` (default: that of the means, float32 unless float64
     with x64 on)."""
     check_covariance_type(covariance_type)
-    if not isinstance(params, GMMParams):
-        raise ValueError(f"{name} must be a GMMParams, got {type(params).__name__}")
+    if not isinstance(params, (GMMParams, StudentTParams)):
+        raise ValueError(f"{name} must be a GMMParams or StudentTParams, got {type(params).__name__}")
     shape = np.shape(params.means)
     if len(shape) != 2:
         raise ValueError(f"{name}.means must have shape (n_components, n_features), got {shape}")
@@ -249,14 +257,35 @@ def check_labels(labels, n: int, n_components: int, unknown: bool = False):
     return jnp.asarray(lab.astype(np.int32))
 
 
-def check_fixed(fixed) -> tuple:
-    """``fit``'s ``fixed``: a name or a sequence of names from ``gmm_jax.stats.FIXABLE``, returned as a tuple in that
-    order (a static option of the compiled fit)."""
+FAMILIES = ("gaussian", "student-t")
+
+
+def check_family(family, init_params=None) -> str:
+    """``fit``'s ``family`` ('gaussian' or 'student-t'; Student-t ``init_params`` imply 'student-t')."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
+    return "student-t" if isinstance(init_params, StudentTParams) else family
+
+
+def check_dof(dof, n_components: int, dtype):
+    """Degrees of freedom: a positive finite number or (K,) of them, as a (K,) array of ``dtype``."""
+    a = np.asarray(dof, dtype=np.float64)
+    if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != n_components):
+        raise ValueError(f"dof must be a number or have shape ({n_components},), got shape {a.shape}")
+    if not np.all(np.isfinite(a) & (a > 0)):
+        raise ValueError(f"dof must be positive and finite, got {dof!r}")
+    return jnp.asarray(np.broadcast_to(a, (n_components,)), dtype)
+
+
+def check_fixed(fixed, family: str = "gaussian") -> tuple:
+    """``fit``'s ``fixed``: a name or a sequence of names from ``gmm_jax.stats.FIXABLE`` (a Student-t mixture also
+    'dof'), returned as a tuple in that order (a static option of the compiled fit)."""
+    allowed = FIXABLE + (("dof",) if family == "student-t" else ())
     names = (fixed,) if isinstance(fixed, str) else tuple(fixed)
-    bad = [f for f in names if f not in FIXABLE]
+    bad = [f for f in names if f not in allowed]
     if bad:
-        raise ValueError(f"fixed must name parameter blocks among {', '.join(FIXABLE)}; got {bad}")
-    return tuple(f for f in FIXABLE if f in names)
+        raise ValueError(f"fixed must name parameter blocks among {', '.join(allowed)}; got {bad}")
+    return tuple(f for f in allowed if f in names)
 
 
 def validate_kmeans(X, n_clusters, init, max_iter, tol, sample_weight, n_restarts):

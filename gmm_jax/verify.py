@@ -31,7 +31,15 @@ from gmm_jax.params import (
     to_unconstrained,
 )
 from gmm_jax.supervised import fit_supervised
-from gmm_jax.verify_variants import FIXED_CASES, check_fixed_m_step, check_semi_supervised
+from gmm_jax.verify_variants import (
+    FIXED_CASES,
+    check_fixed_m_step,
+    check_semi_supervised,
+    check_student_dof,
+    check_student_fit,
+    check_student_m_step,
+    t_problem,
+)
 
 
 class Check(NamedTuple):
@@ -349,6 +357,8 @@ def run_checks(m_step_fn: Callable = m_step, seed: int = 0, only: str | None = N
             ("Fixed", lambda: [r for ct, fixed in FIXED_CASES for r in check_fixed_m_step(
                 X, random_theta(np.random.default_rng(9), k, X.shape[1], ct), ct, fixed, Check)]),
             ("Known labels", lambda: check_semi_supervised(X, y, k, Check)),
+            ("Student-t", lambda: [r for ct in COVARIANCE_TYPES for r in check_student_m_step(t_problem(), ct, Check)]
+             + [check_student_dof(Check)] + check_student_fit(t_problem(), Check)),
         ]
         rows = []
         for key, make in groups:

@@ -13,17 +13,36 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
+from jax.scipy.special import digamma, gammaln, logsumexp
 
-from gmm_jax.ascent import maximize, params_close
+from gmm_jax.ascent import maximize, params_close, rel_error
 from gmm_jax.em import e_step, elbo, sufficient_stats
 from gmm_jax.loop import fit
-from gmm_jax.params import GMMParams, from_unconstrained, to_unconstrained
+from gmm_jax.params import (
+    GMMParams,
+    StudentTParams,
+    covariances_from_prec_chol,
+    from_covariances,
+    from_unconstrained,
+    to_unconstrained,
+    with_dof,
+)
 from gmm_jax.stats import constrained_m_step
+from gmm_jax.student import TStats, dof_update, student_m_step
 from gmm_jax.supervised import fit_supervised
 
 FIXED_CASES = (("full", ("means",)), ("tied", ("means",)), ("diag", ("means",)), ("spherical", ("means",)),
                ("full", ("weights", "covariances")))
+
+
+def random_theta(rng, k: int, d: int, covariance_type: str) -> GMMParams:
+    """Random parameters (float64) of a covariance type: Dirichlet weights, spread means, well-conditioned scales."""
+    w = rng.dirichlet(np.full(k, 2.0))
+    b = rng.normal(size=(k, d, d))
+    cov = b @ np.swapaxes(b, 1, 2) + np.eye(d)
+    cov = {"full": cov, "tied": cov[0], "diag": np.stack([np.diag(c) for c in cov]),
+           "spherical": np.array([np.trace(c) / d for c in cov])}[covariance_type]
+    return from_covariances(jnp.asarray(w), jnp.asarray(rng.normal(size=(k, d)) * 3), jnp.asarray(cov), covariance_type)
 
 
 def frozen(p: GMMParams, theta: GMMParams, fixed: tuple) -> GMMParams:
@@ -94,4 +113,114 @@ def check_semi_supervised(X, y, k: int, check, fraction: float = 0.3, seed: int 
     ]
 
 
-__all__ = ["FIXED_CASES", "check_fixed_m_step", "check_semi_supervised", "frozen", "semi_supervised_objective"]
+def t_problem(seed: int = 4, n: int = 300, d: int = 2, k: int = 3, dof: float = 3.0):
+    """Heavy-tailed blobs (Student-t noise with ``dof`` degrees of freedom), float64."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    X = rng.normal(size=(k, d))[y] * 6 + rng.standard_t(dof, size=(n, d))
+    return jnp.asarray(X, jnp.float64)
+
+
+def t_log_density(X, p: StudentTParams, covariance_type: str):
+    """(n, K) log phi_k + log t(x_i | mu_k, S_k, nu_k), written with ``jnp.linalg`` from the scale matrices (not
+    through the engine's whitened residuals), and the squared Mahalanobis distances (n, K)."""
+    d = X.shape[1]
+    s = full_covariances(p, covariance_type)
+    diff = X[:, None, :] - p.means[None]
+    delta = jnp.einsum("nkd,nkd->nk", diff, jnp.linalg.solve(s[None], diff[..., None])[..., 0])
+    nu = p.dof
+    logdet = jnp.linalg.slogdet(s)[1]
+    lt = (gammaln(0.5 * (nu + d)) - gammaln(0.5 * nu) - 0.5 * d * jnp.log(nu * jnp.pi) - 0.5 * logdet
+          - 0.5 * (nu + d) * jnp.log1p(delta / nu))
+    return lt + p.log_weights, delta
+
+
+def full_covariances(p, covariance_type: str):
+    """(K, D, D) scale matrices of any covariance type."""
+    k, d = p.means.shape
+    c = covariances_from_prec_chol(p.prec_chol, covariance_type)
+    if covariance_type == "tied":
+        return jnp.broadcast_to(c, (k, d, d))
+    if covariance_type == "diag":
+        return jax.vmap(jnp.diag)(c)
+    if covariance_type == "spherical":
+        return c[:, None, None] * jnp.eye(d)
+    return c
+
+
+def check_student_m_step(X, covariance_type: str, check, steps: int = 300) -> list:
+    """With the E-step's responsibilities and scales fixed, optax ascent on Q (weights, means, scale matrices; dof
+    fixed) reaches :func:`gmm_jax.student.student_m_step` and no iterate beats it."""
+    k, n, d = 3, X.shape[0], X.shape[1]
+    theta = with_dof(random_theta(np.random.default_rng(11), k, d, covariance_type), jnp.array([2.0, 4.0, 9.0]))
+
+    def q(p, tau, u):
+        lj, delta = t_log_density(X, with_dof(p, theta.dof), covariance_type)
+        logdet = jnp.linalg.slogdet(full_covariances(p, covariance_type))[1]
+        return jnp.sum(tau * (p.log_weights - 0.5 * logdet - 0.5 * u * delta)) / n
+
+    @jax.jit
+    def arrays(X, theta):
+        lj, delta = t_log_density(X, theta, covariance_type)
+        tau = jnp.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+        u = (theta.dof + d) / (theta.dof + delta)
+        stats = TStats(sufficient_stats(X, tau * u, theta.means, covariance_type), jnp.sum(tau, 0),
+                       jnp.sum(tau * (jnp.log(u) - u), 0))
+        closed = student_m_step(stats, theta, covariance_type, 0.0, ("dof",))
+        g0 = GMMParams(*theta[:3])
+        uopt, values = maximize(lambda v: q(from_unconstrained(v, covariance_type), tau, u),
+                                to_unconstrained(g0, covariance_type), steps)
+        return closed, from_unconstrained(uopt, covariance_type), values, q(GMMParams(*closed[:3]), tau, u)
+
+    closed, asc, values, q_closed = arrays(X, theta)
+    exceed = float(jnp.nanmax(values) - q_closed) / float(jnp.abs(q_closed))
+    what = f"Student-t M-step ({covariance_type}, dof fixed)"
+    return [check(f"{what}: ascent on Q reaches the closed form", "max relative error (weights, means, scales)",
+                  params_close(asc, GMMParams(*closed[:3]), covariance_type), 1e-4),
+            check(f"{what}: no ascent iterate beats the closed form", "max (Q_iter - Q_closed) / |Q|",
+                  max(0.0, exceed), 1e-12)]
+
+
+def check_student_dof(check):
+    """The degrees-of-freedom update (bisection) is the maximiser of its part of Q,
+    ``(nu/2) log(nu/2) - lgamma(nu/2) + (nu/2) E[log g - g]``, found here by optax on log(nu)."""
+    m = jnp.array([-1.05, -1.3, -2.0, -1.0004])  # E[log g - g] <= -1; near -1: light tails, large nu
+    nk, d = jnp.ones(4), 2
+    dof_old = jnp.array([3.0, 3.0, 3.0, 3.0])
+    log_u = m - digamma(0.5 * (dof_old + d)) + jnp.log(0.5 * (dof_old + d))  # so that E[log g - g] = m
+    closed = dof_update(nk, log_u, dof_old, d)
+
+    def f(lognu):
+        nu = jnp.exp(lognu)
+        return jnp.sum(0.5 * nu * jnp.log(0.5 * nu) - gammaln(0.5 * nu) + 0.5 * nu * m)
+
+    lognu, _ = maximize(f, jnp.log(dof_old), 500, gtol=1e-12)
+    return check("Student-t dof update: the argmax of its part of Q", "max relative error of nu",
+                 rel_error(closed, jnp.exp(lognu)), 1e-6)
+
+
+def check_student_fit(X, check) -> list:
+    """The Student-t fit (learned dof) never decreases the observed log-likelihood and stops where its gradient
+    (unconstrained weights, means, scales and log dof) vanishes."""
+    res = fit(jax.random.key(0), X, 3, family="student-t", reg_covar=0.0, tol=0.0, max_iter=600)
+    trace = np.asarray(res.trace[0])
+    trace = trace[np.isfinite(trace)]
+    drop = float(np.max(np.maximum(trace[:-1] - trace[1:], 0.0)) / np.abs(trace[-1]))
+
+    def ll(v):
+        g, lognu = v
+        return jnp.sum(logsumexp(t_log_density(X, with_dof(from_unconstrained(g, "full"), jnp.exp(lognu)), "full")[0],
+                                 axis=1))
+
+    grad = jax.jit(lambda p: jnp.concatenate([a.ravel() for a in jax.tree.leaves(jax.grad(ll)(
+        (to_unconstrained(GMMParams(*p[:3]), "full"), jnp.log(p.dof))))]))
+    start = fit(jax.random.key(0), X, 3, family="student-t", reg_covar=0.0, max_iter=0).params
+    return [check("Student-t EM never decreases the log-likelihood", "max relative decrease", drop, 1e-12),
+            check("Student-t EM fixed point is stationary: grad loglik -> 0 (dof included)",
+                  "|grad at the fit's end| / |grad at its start|",
+                  float(jnp.linalg.norm(grad(res.params)) / jnp.linalg.norm(grad(start))), 1e-4)]
+
+
+__all__ = ["FIXED_CASES", "check_fixed_m_step", "check_semi_supervised", "check_student_dof", "check_student_fit",
+           "check_student_m_step", "frozen", "full_covariances", "random_theta", "semi_supervised_objective",
+           "t_log_density", "t_problem"]

@@ -41,6 +41,11 @@ CLAIMS = [
     "Known labels: EM never decreases log p(x_U) + log p(x_L, y_L)",
     "Known labels: EM fixed point is stationary for log p(x_U) + log p(x_L, y_L)",
     "Known labels: every point labelled = supervised MLE (Thms 1, 2)",
+    *[f"Student-t M-step ({ct}, dof fixed): {what}" for ct in ("full", "tied", "diag", "spherical")
+      for what in ("ascent on Q reaches the closed form", "no ascent iterate beats the closed form")],
+    "Student-t dof update: the argmax of its part of Q",
+    "Student-t EM never decreases the log-likelihood",
+    "Student-t EM fixed point is stationary: grad loglik -> 0 (dof included)",
 ]
 
 
