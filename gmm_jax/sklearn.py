@@ -39,6 +39,7 @@ from gmm_jax.params import (
     prec_chol_from_covariances,
     prec_chol_from_precisions,
     precisions_from_prec_chol,
+    with_dof,
 )
 from gmm_jax.sklearn_checks import FLOAT_DTYPES, ILL_DEFINED, checked_inits, in_fitted_precision, precision_of, random_key
 from gmm_jax.sklearn_kmeans import KMeans
@@ -99,6 +100,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _params(self):
         return GMMParams(jnp.log(jnp.asarray(self.weights_)), jnp.asarray(self.means_),
                          jnp.asarray(self.precisions_cholesky_))
+
+    def _family_options(self):
+        """Extra options of ``gmm_jax.fit`` for this estimator's mixture family (none: Gaussian)."""
+        return {}
 
     def _n_parameters(self):
         """Free parameters of the fitted model (weights, means, covariances), as BIC and AIC count them."""
@@ -171,7 +176,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         n_init = 1 if warm else self.n_init
         res = _fit(key, Xj, self.n_components, covariance_type=self.covariance_type, n_restarts=n_init,
                    init=self.init_params, init_params=init, init_lower_bound=self.lower_bound_ if warm else None,
-                   max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar, sample_weight=sample_weight)
+                   max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar, sample_weight=sample_weight,
+                   **self._family_options())
         if not bool(np.all(np.asarray(res.finite))):
             raise ValueError(ILL_DEFINED)
         self._set_fitted(res)
@@ -198,6 +204,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = int(res.n_iter[b])
         self.lower_bounds_ = [float(v) for v in np.asarray(res.trace[b])[: self.n_iter_]]
         self.lower_bound_ = float(lb[b])
+        if hasattr(p, "dof"):
+            self.dof_ = np.asarray(p.dof)
 
     def _check_X(self, X):
         check_is_fitted(self)
@@ -220,13 +228,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def score(self, X, y=None):
         return float(np.mean(self.score_samples(X)))
 
-    @in_fitted_precision("means_")
     def bic(self, X):
-        return float(model.bic(self._check_X(X), self._params(), self.covariance_type))
+        """``-2 log L + p log n`` with ``p`` = :meth:`_n_parameters` (lower is better)."""
+        n = np.shape(X)[0]
+        return float(-2.0 * self.score(X) * n + self._n_parameters() * np.log(n))
 
-    @in_fitted_precision("means_")
     def aic(self, X):
-        return float(model.aic(self._check_X(X), self._params(), self.covariance_type))
+        """``-2 log L + 2 p`` (lower is better)."""
+        return float(-2.0 * self.score(X) * np.shape(X)[0] + 2.0 * self._n_parameters())
 
     @in_fitted_precision("means_")
     def sample(self, n_samples=1):
@@ -238,4 +247,37 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return np.asarray(X)[order], np.asarray(y)[order]
 
 
-__all__ = ["GaussianMixture", "KMeans"]
+class StudentTMixture(GaussianMixture):
+    """Mixture of multivariate Student-t distributions fit by EM (:mod:`gmm_jax.student`), with
+    ``GaussianMixture``'s constructor and API plus ``dof``.
+
+    Parameters:
+      dof: None (default): each component's degrees of freedom are learned (starting from 10); a positive number:
+        fixed at that value for every component.
+
+    Fitted attributes as ``GaussianMixture``'s, with ``covariances_`` (and the precisions) those of the *scale*
+    matrices S_k (a component's covariance is ``dof_k / (dof_k - 2) S_k`` for dof_k > 2), plus ``dof_`` (K,).
+    """
+
+    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
+                 init_params="kmeans", weights_init=None, means_init=None, precisions_init=None, random_state=None,
+                 warm_start=False, verbose=0, verbose_interval=10, dof=None):
+        super().__init__(n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar,
+                         max_iter=max_iter, n_init=n_init, init_params=init_params, weights_init=weights_init,
+                         means_init=means_init, precisions_init=precisions_init, random_state=random_state,
+                         warm_start=warm_start, verbose=verbose, verbose_interval=verbose_interval)
+        self.dof = dof
+
+    def _family_options(self):
+        if self.dof is None:
+            return dict(family="student-t")
+        return dict(family="student-t", dof=self.dof, fixed=("dof",))
+
+    def _params(self):
+        return with_dof(super()._params(), jnp.asarray(self.dof_, self.means_.dtype))
+
+    def _n_parameters(self):
+        return super()._n_parameters() + (self.n_components if self.dof is None else 0)
+
+
+__all__ = ["GaussianMixture", "KMeans", "StudentTMixture"]

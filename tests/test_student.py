@@ -82,3 +82,23 @@ def test_student_t_options_are_checked():
     p = with_dof(gmm_jax.initialize(key, X, 3), 3.0)
     with pytest.raises(ValueError, match="dof must be positive and finite"):
         gmm_jax.predict(X, p._replace(dof=jnp.array([3.0, 0.0, 2.0])))
+
+
+def test_student_t_estimator():
+    """``StudentTMixture``: GaussianMixture's API plus dof (learned, or fixed by the constructor); float32 and
+    float64 inputs keep their precision; BIC counts learned degrees of freedom only."""
+    from gmm_jax.sklearn import StudentTMixture
+
+    X = np.asarray(t_problem(seed=7, n=240, dof=3.0))
+    est = StudentTMixture(3, random_state=0, max_iter=300).fit(X)
+    assert est.dof_.shape == (3,) and np.all(est.dof_ < 10) and est.converged_
+    assert est.means_.dtype == np.float64 and est.predict(X).shape == (240,)
+    np.testing.assert_allclose(est.score(X), est.lower_bound_, atol=1e-3)
+    fixed = StudentTMixture(3, dof=4.0, random_state=0, max_iter=300).fit(X.astype(np.float32))
+    np.testing.assert_array_equal(fixed.dof_, np.full(3, 4.0, np.float32))
+    assert fixed.means_.dtype == np.float32
+    n_free = gmm_jax.n_parameters("full", 3, 2)
+    np.testing.assert_allclose(fixed.bic(X), -2 * fixed.score(X) * 240 + n_free * np.log(240), rtol=1e-6)
+    np.testing.assert_allclose(est.bic(X), -2 * est.score(X) * 240 + (n_free + 3) * np.log(240), rtol=1e-10)
+    xs, ys = est.sample(50)
+    assert xs.shape == (50, 2) and np.all(np.diff(ys) >= 0)
