@@ -109,7 +109,11 @@ def cmd_fit(args) -> int:
             raise InputError("give -k K or --select-k KMIN:KMAX")
         ks = [args.k]
     kw = dict(covariance_type=args.covariance_type, n_restarts=args.restarts, max_iter=args.max_iter, tol=args.tol,
-              reg_covar=args.reg_covar)
+              reg_covar=args.reg_covar, family=args.family)
+    if args.dof is not None:
+        if args.family != "student-t":
+            raise InputError("--dof needs --family student-t")
+        kw.update(dof=args.dof, fixed=("dof",))
     try:  # every K in one compiled program (one K: the plain fit)
         path = gmm_jax.fit_path(jax.random.key(args.seed), X, ks, **kw) if args.select_k else None
         res = None if args.select_k else gmm_jax.fit(jax.random.key(args.seed), X, ks[0], **kw)
@@ -117,8 +121,10 @@ def cmd_fit(args) -> int:
         raise InputError(f"{args.data}: {exc}") from None
     if path is None:
         b = int(res.best)
+        bic = float(gmm_jax.bic(X, res.params, args.covariance_type))  # counts the dof: not free with --dof
+        bic -= ks[0] * np.log(X.shape[0]) if args.dof is not None else 0.0
         print(f"K={ks[0]}: mean log-likelihood {float(res.log_likelihood[b]):.6f}, "
-              f"BIC {float(gmm_jax.bic(X, res.params, args.covariance_type)):.3f}, iterations {int(res.n_iter[b])}, "
+              f"BIC {bic:.3f}, iterations {int(res.n_iter[b])}, "
               f"converged {bool(res.converged[b])}", file=sys.stderr)
         k, params = ks[0], res.params
     else:
@@ -128,7 +134,7 @@ def cmd_fit(args) -> int:
         k = path.best
         params = path.params[list(path.n_components).index(k)]
     save_params(args.out, params, args.covariance_type)
-    print(f"wrote {args.out} (K={k}, covariance_type={args.covariance_type})")
+    print(f"wrote {args.out} (K={k}, covariance_type={args.covariance_type}, family={args.family})")
     return 0
 
 
@@ -231,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-k", metavar="KMIN:KMAX",
                    help="fit every K in KMIN..KMAX (inclusive; one compiled program for all, gmm_jax.fit_path) "
                         "and keep the one with the lowest BIC; replaces -k")
+    p.add_argument("--family", choices=("gaussian", "student-t"), default="gaussian",
+                   help="mixture family: Gaussian components, or Student-t ones (heavy tails, degrees of freedom "
+                        "learned per component unless --dof is given)")
+    p.add_argument("--dof", type=float, metavar="NU", help="Student-t degrees of freedom, held fixed at NU")
     p.add_argument("--max-iter", type=int, default=100, metavar="N", help="maximum EM iterations per restart")
     p.add_argument("--tol", type=float, default=1e-3,
                    help="stop when the mean log-likelihood per point changes by less than this (nats)")

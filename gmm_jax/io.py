@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 
-from gmm_jax.params import COVARIANCE_TYPES, GMMParams
+from gmm_jax.params import COVARIANCE_TYPES, GMMParams, StudentTParams
 
 FORMAT_VERSION = 1
 
@@ -40,7 +40,8 @@ def save_params(path: str, params: GMMParams, covariance_type: str) -> None:
 
 
 def load_params(path: str) -> tuple[GMMParams, str]:
-    """Read parameters written by :func:`save_params`; raise ValueError naming the problem."""
+    """Read parameters written by :func:`save_params` (``StudentTParams`` when the file has degrees of freedom);
+    raise ValueError naming the problem."""
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -54,4 +55,5 @@ def load_params(path: str) -> tuple[GMMParams, str]:
     ct = str(data["covariance_type"])
     if ct not in COVARIANCE_TYPES:
         raise ValueError(f"{path}: unknown covariance type {ct!r}")
-    return GMMParams(data["log_weights"], data["means"], data["prec_chol"]), ct
+    params = GMMParams(data["log_weights"], data["means"], data["prec_chol"])
+    return (StudentTParams(*params, data["dof"]) if "dof" in data else params), ct

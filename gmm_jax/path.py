@@ -28,7 +28,7 @@ from gmm_jax.engine import stats_pass
 from gmm_jax.initialization import init_context, map_restarts
 from gmm_jax.lloyd import assign_block
 from gmm_jax.loop import Context, em_finish, em_run, em_state, key_input, program, restart_keys
-from gmm_jax.params import GMMParams, n_parameters
+from gmm_jax.params import GMMParams, is_student, n_parameters, with_dof
 from gmm_jax.rows import bucket_rows, resolve_block_size
 from gmm_jax.seeding import kmeans_plusplus
 from gmm_jax.stats import INACTIVE, active_mask, m_step, mask_components
@@ -93,10 +93,10 @@ def masked_lloyd(X, w, shift, seeds, active, tol, bs: int, max_iter: int = 300):
     return lax.while_loop(lambda s: (s[0] < max_iter) & (s[2] > tol), body, s0)[1]
 
 
-def path_body(keys, X, w, tol, reg_covar, *, ks: tuple, covariance_type, max_iter, block_size, mask=None,
-              weighted=True, config=None):
+def path_body(keys, X, w, tol, reg_covar, dof0=None, *, ks: tuple, covariance_type, max_iter, block_size, mask=None,
+              weighted=True, config=None, fixed: tuple = ()):
     """All K and restarts as one traced function: per (K, restart) the outputs of :func:`gmm_jax.loop.em_finish`
-    with a leading (nK, R) pair of axes; means in data coordinates."""
+    with a leading (nK, R) pair of axes; means in data coordinates.  ``dof0`` (K_max,): a Student-t path."""
     cfg = resolve_config(config)
     k_max, bs = max(ks), block_size
     shift, wsum, _, tol_kmeans = init_context(X, w, reg_covar, n_components=k_max, covariance_type=covariance_type,
@@ -116,7 +116,10 @@ def path_body(keys, X, w, tol, reg_covar, *, ks: tuple, covariance_type, max_ite
     def one(s, a):
         centers = masked_lloyd(X, w, shift, s, a, tol_kmeans, bs)
         p0 = seeded_params(X, w, shift, centers, a, reg_covar, covariance_type, bs)
-        state = em_run(em_state(p0, max_iter, X.dtype), ctx, tol, reg_covar, max_iter, masked=True, **kw)
+        if dof0 is not None:
+            p0 = with_dof(p0, dof0)
+        state = em_run(em_state(p0, max_iter, X.dtype), ctx, tol, reg_covar, max_iter, masked=True, fixed=fixed,
+                       **kw)
         return em_finish(state, ctx, **kw)
 
     out = jax.vmap(one)(seeds_all, active_all)
@@ -125,17 +128,18 @@ def path_body(keys, X, w, tol, reg_covar, *, ks: tuple, covariance_type, max_ite
     return (params._replace(means=params.means + shift),) + tuple(out[1:])
 
 
-PATH_STATICS = ("ks", "covariance_type", "max_iter", "block_size", "weighted", "config")
+PATH_STATICS = ("ks", "covariance_type", "max_iter", "block_size", "weighted", "config", "fixed")
 
 
 def fit_path(key, X, n_components=range(1, 9), *, covariance_type: str = "full", n_restarts: int = 1,
              max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6, sample_weight=None, block_size=None,
-             config: Config | None = None) -> PathResult:
+             family: str = "gaussian", dof=None, fixed=(), config: Config | None = None) -> PathResult:
     """Fit a Gaussian mixture for every K in ``n_components``, all in one compiled program (one compilation for
     the whole path, whatever the number of K values), and score each by BIC and AIC.
 
     Each K's result equals :func:`gmm_jax.fit` with K components from the same initial parameters (see the module
-    docstring for the initialisation: nested k-means++ seeds per restart).  Arguments as :func:`gmm_jax.fit`;
+    docstring for the initialisation: nested k-means++ seeds per restart).  Arguments as :func:`gmm_jax.fit`
+    (``family``, ``dof``, ``fixed``: a Student-t path, its initial or fixed degrees of freedom, a number);
     ``key``: one PRNG key (split into ``n_restarts``) or a batch of restart keys, shared by every K.
 
     Returns:
@@ -145,12 +149,14 @@ def fit_path(key, X, n_components=range(1, 9), *, covariance_type: str = "full",
       >>> path = gmm_jax.fit_path(jax.random.key(0), X, range(1, 9), n_restarts=4)
       >>> path.best, path.bic
     """
-    from gmm_jax.validation import check_positive_int, validate_fit
+    from gmm_jax.validation import check_dof, check_family, check_fixed, check_positive_int, validate_fit
 
     ks = tuple(check_positive_int(k, "n_components") for k in np.atleast_1d(np.asarray(list(n_components))).tolist())
     if not ks:
         raise ValueError("n_components must name at least one K")
     cfg = resolve_config(config)
+    family = check_family(family)
+    fixed = check_fixed(fixed, family)
     keys, n_restarts, n_split = key_input(key, n_restarts)
     keys = restart_keys(keys, n_split) if n_split else keys
     X, w, _ = validate_fit(X, max(ks), covariance_type, "k-means++", None, max_iter, tol, reg_covar, sample_weight,
@@ -161,24 +167,32 @@ def fit_path(key, X, n_components=range(1, 9), *, covariance_type: str = "full",
     total_w = float(n if w is None else jnp.sum(w))
     X, w, mask, weighted = bucket_rows(X, w, False, cfg.bucket_max_rows)
     bs = resolve_block_size(block_size, X.shape[0], max(ks), X.shape[1], n_restarts * len(ks), cfg)
+    dof0 = None if family == "gaussian" else check_dof(10.0 if dof is None else float(dof), max(ks), X.dtype)
     run = program(path_body, PATH_STATICS, ())
-    out = run(keys, X, w, jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype), mask=mask, ks=ks,
-              covariance_type=covariance_type, max_iter=max_iter, block_size=bs, weighted=weighted, config=cfg)
-    return path_result(ks, out, covariance_type, X.shape[1], total_w)
+    out = run(keys, X, w, jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype), dof0, mask=mask, ks=ks,
+              covariance_type=covariance_type, max_iter=max_iter, block_size=bs, weighted=weighted, config=cfg,
+              fixed=fixed)
+    return path_result(ks, out, covariance_type, X.shape[1], total_w, "dof" not in fixed)
 
 
-def path_result(ks: tuple, out, covariance_type: str, d: int, total_w: float) -> PathResult:
-    """The best restart of each K, trimmed to its K components, with its BIC and AIC (on the host)."""
+def path_result(ks: tuple, out, covariance_type: str, d: int, total_w: float, dof_free: bool = True) -> PathResult:
+    """The best restart of each K, trimmed to its K components, with its BIC and AIC (on the host; a Student-t
+    path's free parameters include its K degrees of freedom when ``dof_free``)."""
     params, ll, _, n_iter, conv, finite, _, _ = jax.tree.map(np.asarray, out)
     score = np.where(finite & np.isfinite(ll), ll, -np.inf)
     best = np.argmax(score, axis=1)
     rows = np.arange(len(ks))
-    trimmed = tuple(GMMParams(jnp.asarray(params.log_weights[i, best[i], :k]), jnp.asarray(params.means[i, best[i], :k]),
-                              jnp.asarray(params.prec_chol[i, best[i]] if covariance_type == "tied"
-                                          else params.prec_chol[i, best[i], :k]))
-                    for i, k in enumerate(ks))
+    student = is_student(params)
+
+    def trim(i, k):
+        pc = params.prec_chol[i, best[i]] if covariance_type == "tied" else params.prec_chol[i, best[i], :k]
+        g = GMMParams(jnp.asarray(params.log_weights[i, best[i], :k]), jnp.asarray(params.means[i, best[i], :k]),
+                      jnp.asarray(pc))
+        return with_dof(g, jnp.asarray(params.dof[i, best[i], :k])) if student else g
+
+    trimmed = tuple(trim(i, k) for i, k in enumerate(ks))
     best_ll = ll[rows, best]
-    p = np.array([n_parameters(covariance_type, k, d) for k in ks], np.float64)
+    p = np.array([n_parameters(covariance_type, k, d) + (k if student and dof_free else 0) for k in ks], np.float64)
     bic = -2.0 * best_ll * total_w + p * math.log(total_w)
     aic = -2.0 * best_ll * total_w + 2.0 * p
     return PathResult(np.asarray(ks), trimmed, best_ll, bic, aic, n_iter[rows, best], conv[rows, best],

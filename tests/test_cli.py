@@ -82,13 +82,33 @@ def test_wrong_feature_count_and_existing_output_kept(workdir):
     assert not [f for f in os.listdir(workdir) if f.startswith(".tmp-")]
 
 
+def test_student_t_family_from_the_command_line(workdir):
+    """--family student-t fits every K of --select-k in one program, saves the degrees of freedom, and predict and
+    sample use the Student-t model; --dof holds them fixed."""
+    from gmm_jax.io import load_params
+
+    model = workdir / "t.npz"
+    r = run("fit", str(workdir / "data.csv"), "--select-k", "2:4", "--family", "student-t", "--out", str(model))
+    assert r.returncode == 0, r.stderr
+    assert "K=3" in r.stdout and "family=student-t" in r.stdout
+    p, _ = load_params(str(model))
+    assert type(p).__name__ == "StudentTParams" and p.dof.shape == (3,)
+    r = run("predict", str(model), str(workdir / "data.npy"))
+    assert r.returncode == 0 and len(set(r.stdout.split())) == 3, r.stderr
+    r = run("fit", str(workdir / "data.csv"), "-k", "3", "--family", "student-t", "--dof", "4", "--out", str(model))
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(load_params(str(model))[0].dof, [4.0, 4.0, 4.0])
+    r = run("fit", str(workdir / "data.csv"), "-k", "3", "--dof", "4", "--out", str(workdir / "no.npz"))
+    assert r.returncode == 2 and "--dof needs --family student-t" in r.stderr
+
+
 def test_demo_quick_writes_report(tmp_path):
     r = run("demo", "--quick", "--out", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr[-2000:]
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "K-means vs GMM" in report and "| full |" in report
-    assert "Choosing K" in report
-    for png in ("traces.png", "bic.png", "ellipses.png", "samples.png"):
+    assert "Choosing K" in report and "Student-t mixture" in report
+    for png in ("traces.png", "bic.png", "heavy_tails.png", "ellipses.png", "samples.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
 
 
