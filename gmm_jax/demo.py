@@ -182,6 +182,23 @@ def _ellipses(X, y, km, g, out, plt):
     plt.close(fig)
 
 
+def digit_grid(ax, s, row_labels, title, pad: int = 2):
+    """(rows, columns, 64) 8x8 digits as a grid of square cells with white gaps, one labelled row each."""
+    r, c = s.shape[:2]
+    img = np.zeros((r * (8 + pad) - pad, c * (8 + pad) - pad))
+    for i in range(r):
+        for j in range(c):
+            img[i * (8 + pad):i * (8 + pad) + 8, j * (8 + pad):j * (8 + pad) + 8] = s[i, j].reshape(8, 8)
+    ax.imshow(img, cmap="gray_r", interpolation="nearest", vmin=0, vmax=1, aspect="equal")
+    ax.set_yticks([i * (8 + pad) + 3.5 for i in range(r)], row_labels)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_ylabel("class" if title.startswith("GMM in") else "matched class")
+    ax.set_title(title)
+
+
 def section_generation(digits, out, plt, quick=False):
     from sklearn.decomposition import PCA
 
@@ -209,13 +226,10 @@ def section_generation(digits, out, plt, quick=False):
     order = np.argsort(np.where(mapping >= 0, mapping, 99))
     grids["GMM-VAE (unsupervised)"] = np.asarray(vae.generate(jax.random.key(2), jnp.asarray(order), 8))
     vae_acc = gmm_jax.matched_accuracy(y, assign, n_components=10)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 6))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 7.5))
     for ax, (space, s) in zip(axes, grids.items()):
-        img = s.reshape(10, 8, 8, 8).transpose(0, 2, 1, 3).reshape(80, 64)
-        ax.imshow(img, cmap="gray_r")
-        ax.set_title(f"{space}: row = class 0..9" if "VAE" not in space else
-                     "GMM-VAE: row = component, matched class " + ",".join(str(c) for c in mapping[order]))
-        ax.axis("off")
+        rows = [str(c) for c in range(10)] if "VAE" not in space else [str(c) for c in mapping[order]]
+        digit_grid(ax, s, rows, space if "VAE" not in space else "GMM-VAE (unsupervised)")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "samples.png"), dpi=80)
     plt.close(fig)
