@@ -70,12 +70,50 @@ def run(n=2000, d=2, k=5, R=32, repeats=7, init="kmeans", in_sequence=False):
     }
 
 
+def scaling(n=2000, d=2, k=5, init="random_from_data", rs=(1, 2, 4, 8, 16, 32), repeats=7):
+    """Where the time of R restarts goes: whole fits against R (vmapped and in sequence) and against a fit of one
+    restart with the same total iterations (max_iter = the R restarts' iterations summed, tol 0)."""
+    X = jax.device_put(make_data(n, d, k))
+    rows = []
+    for r in rs:
+        row = {"restarts": r}
+        for in_sequence in (False, True):
+            cfg = gmm_jax.Config(accelerator=gmm_jax.default_config().accelerator, restarts_in_sequence=in_sequence)
+
+            def fit(r=r, cfg=cfg):
+                res = gmm_jax.fit(jax.random.key(0), X, k, n_restarts=r, init=init, config=cfg)
+                res.params.means.block_until_ready()
+                return res
+
+            res = fit()
+            row["sequence_ms" if in_sequence else "vmapped_ms"] = best_time(fit, repeats) * 1e3
+        iters = int(np.sum(np.asarray(res.n_iter)))
+        row["iterations_summed"] = iters
+
+        def one_long(iters=iters):
+            res = gmm_jax.fit(jax.random.key(0), X, k, init=init, max_iter=iters, tol=0.0)
+            res.params.means.block_until_ready()
+
+        one_long()
+        row["one_restart_same_iterations_ms"] = best_time(one_long, repeats) * 1e3
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--restarts", type=int, default=32)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "restarts.json"))
+    ap.add_argument("--scaling", action="store_true",
+                    help="only the profile: time against R, and one restart running the R restarts' iterations")
     args = ap.parse_args(argv)
+    if args.scaling:
+        path = os.path.join(os.path.dirname(args.out), "restarts_scaling.json")
+        write_json(path, dict(machine=machine_description(), rows=scaling(n=args.n)))
+        print(f"wrote {path}")
+        return
     info = machine_description()
     print(f"machine: {info['cpu']} ({info['cores']} cores), JAX {info['jax']} on {info['jax_devices']}")
     rows = []
