@@ -43,6 +43,7 @@ from gmm_jax.params import (
     to_unconstrained,
 )
 from gmm_jax.path import PathResult, fit_path
+from gmm_jax.prior import Prior
 from gmm_jax.seeding import kmeans_plusplus
 from gmm_jax.sharded import ShardedRows, fit_sharded, kmeans_sharded, row_mesh, shard_process_rows, shard_rows
 from gmm_jax.stream import OnlineResult, StreamResult, array_batches, fit_online, fit_stream
@@ -70,6 +71,7 @@ __all__ = [
     "KMeansResult",
     "OnlineResult",
     "PathResult",
+    "Prior",
     "StreamResult",
     "StudentTParams",
     "SuffStats",

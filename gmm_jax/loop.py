@@ -20,6 +20,7 @@ from gmm_jax.engine import em_pass, product_applies
 from gmm_jax.forms import data_extent
 from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, labelled_means, map_restarts, match_to_labels
 from gmm_jax.params import GMMParams, is_student, with_dof
+from gmm_jax.prior import PriorArrays, map_m_step, resolve_prior
 from gmm_jax.rows import bucket_rows, resolve_block_size
 from gmm_jax.stats import active_mask, constrained_m_step, mask_components
 from gmm_jax.student import student_m_step
@@ -68,7 +69,8 @@ class EMState(NamedTuple):
 
 class Context(NamedTuple):
     """What every restart's loop reads besides its state: the data, weights and their total, the reference point,
-    the data's extent (None: no product form) and the rows' known labels (None: none; -1: unknown)."""
+    the data's extent (None: no product form), the rows' known labels (None: none; -1: unknown) and a prior (MAP
+    EM, :mod:`gmm_jax.prior`)."""
 
     X: jax.Array
     w: jax.Array | None
@@ -76,6 +78,7 @@ class Context(NamedTuple):
     wsum: jax.Array
     extent: tuple | None
     labels: jax.Array | None = None
+    prior: PriorArrays | None = None
 
 
 def em_state(params: GMMParams, max_iter: int, dtype, lower_bound=None) -> EMState:
@@ -101,6 +104,8 @@ def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_ty
         ll = ll_sum / ctx.wsum
         if is_student(s.params):
             new = student_m_step(stats, s.params, covariance_type, reg_covar, fixed)
+        elif ctx.prior is not None:
+            new = map_m_step(stats, s.params.means, covariance_type, reg_covar, ctx.prior)
         else:
             new = constrained_m_step(stats, s.params, covariance_type, reg_covar, fixed)
         if masked:
@@ -124,7 +129,7 @@ def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis
 
 def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
           init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-          init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None):
+          init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None, prior=None):
     """Initialisation of every restart: (loop states with a leading restart axis, :class:`Context`).  The data's
     extent (for the product form of the passes) is computed for one restart where
     :func:`gmm_jax.engine.product_applies` says so.  ``n_split`` > 0: ``keys`` is one key, split here into that
@@ -159,12 +164,13 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
     extent = None
     if product_applies(covariance_type, *X.shape, cfg) and (n_split or keys.shape[0]) == 1:
         extent = data_extent(X, w, shift, block_size, axis_name)
-    return map_restarts(one, keys, centers), Context(X, w, shift, wsum, extent, labels)
+    prior = None if prior is None else prior._replace(mean=prior.mean - shift)  # the loop's coordinates
+    return map_restarts(one, keys, centers), Context(X, w, shift, wsum, extent, labels, prior)
 
 
 def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
              init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-             init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None):
+             init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None, prior=None):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
     ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
     ``block_size``)."""
@@ -172,7 +178,7 @@ def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
     state, ctx = start(keys, X, w, init_params, reg_covar, n_components=n_components, covariance_type=covariance_type,
                        init=init, max_iter=max_iter, block_size=block_size, init_block_size=init_block_size, mask=mask,
                        axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg,
-                       init_lower_bound=init_lower_bound, labels=labels, dof0=dof0)
+                       init_lower_bound=init_lower_bound, labels=labels, dof0=dof0, prior=prior)
     kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg)
 
     def one(s):
@@ -260,6 +266,7 @@ def fit(
     fixed=(),
     family: str = "gaussian",
     dof=None,
+    prior=None,
     block_size: int | None = None,
     progress=None,
     progress_every: int = 10,
@@ -304,6 +311,9 @@ def fit(
         :class:`gmm_jax.StudentTParams` and the model functions evaluate Student-t densities).  ``init_params`` of
         type ``StudentTParams`` imply it.
       dof: Student-t initial degrees of freedom, a number or (K,) (default 10; with ``fixed=("dof",)`` they stay).
+      prior: a :class:`gmm_jax.Prior`: MAP EM with conjugate priors (:mod:`gmm_jax.prior`; ``reg_covar`` is still
+        added); the trace and log-likelihoods stay those of the data (the log-posterior adds
+        :func:`gmm_jax.prior.log_prior`).  Gaussian mixtures without ``fixed`` blocks.
       block_size: rows per block (default: the (block, K, D) scratch near 8 MiB on a CPU, 4 MiB for R > 1 restarts
         together, 512 MiB on an accelerator).
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
@@ -332,6 +342,12 @@ def fit(
     family = check_family(family, init_params)
     fixed = check_fixed(fixed, family)
     dof0 = None if family == "gaussian" else check_dof(10.0 if dof is None else dof, n_components, X.dtype)
+    if prior is not None:
+        if family != "gaussian" or fixed:
+            raise ValueError("prior: MAP EM is for Gaussian mixtures without fixed blocks")
+        if any_traced(X):
+            raise ValueError("prior: its defaults are computed from X on the host; call fit outside jit")
+        prior = resolve_prior(prior, X, X.dtype)
     labels = None if labels is None else check_labels(labels, X.shape[0], n_components, unknown=True)
     with_progress = not (progress is None or progress is False)
     if with_progress:
@@ -355,9 +371,10 @@ def fit(
     if not with_progress:
         return fit_program(covariance_type, X.shape[0], cfg, traced)(keys, X, w, init_params, tol_a, reg_a, mask=mask,
                                                                      init_lower_bound=lb0, labels=labels, dof0=dof0,
-                                                                     **statics)
+                                                                     prior=prior, **statics)
     return fit_with_progress(keys, X, w, init_params, tol_a, reg_a, print_progress if progress is True else progress,
-                             progress_every, mask=mask, init_lower_bound=lb0, labels=labels, dof0=dof0, **statics)
+                             progress_every, mask=mask, init_lower_bound=lb0, labels=labels, dof0=dof0,
+                             prior=prior, **statics)
 
 
 __all__ = ["Context", "EMState", "FitResult", "collect", "em_finish", "em_run", "em_state", "fit", "fit_body",

@@ -50,13 +50,13 @@ def progress_programs(covariance_type: str, n: int, config):
 
 def fit_with_progress(keys, X, w, init_params, tol, reg_covar, report, every, *, n_components, covariance_type,
                       init, max_iter, block_size, init_block_size, n_split=0, mask=None, weighted=True, config=None,
-                      init_lower_bound=None, labels=None, fixed=(), dof0=None):
+                      init_lower_bound=None, labels=None, fixed=(), dof0=None, prior=None):
     """:func:`gmm_jax.fit` with ``report(iteration, log_likelihoods (R,))`` called between chunks of ``every``."""
     fit_start, chunk, finish = progress_programs(covariance_type, X.shape[0], config)
     state, ctx = fit_start(keys, X, w, init_params, reg_covar, n_components=n_components,
                            covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
                            init_block_size=init_block_size, n_split=n_split, mask=mask, weighted=weighted,
-                           config=config, init_lower_bound=init_lower_bound, labels=labels, dof0=dof0)
+                           config=config, init_lower_bound=init_lower_bound, labels=labels, dof0=dof0, prior=prior)
     kw = dict(covariance_type=covariance_type, block_size=block_size, config=config)
     done = 0
     while done < max_iter:

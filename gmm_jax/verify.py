@@ -34,6 +34,7 @@ from gmm_jax.supervised import fit_supervised
 from gmm_jax.verify_variants import (
     FIXED_CASES,
     check_fixed_m_step,
+    check_map_m_step,
     check_semi_supervised,
     check_student_dof,
     check_student_fit,
@@ -357,6 +358,7 @@ def run_checks(m_step_fn: Callable = m_step, seed: int = 0, only: str | None = N
             ("Fixed", lambda: [r for ct, fixed in FIXED_CASES for r in check_fixed_m_step(
                 X, random_theta(np.random.default_rng(9), k, X.shape[1], ct), ct, fixed, Check)]),
             ("Known labels", lambda: check_semi_supervised(X, y, k, Check)),
+            ("MAP", lambda: [r for ct in COVARIANCE_TYPES for r in check_map_m_step(X, ct, Check)]),
             ("Student-t", lambda: [r for ct in COVARIANCE_TYPES for r in check_student_m_step(t_problem(), ct, Check)]
              + [check_student_dof(Check)] + check_student_fit(t_problem(), Check)),
         ]

@@ -27,6 +27,7 @@ from gmm_jax.params import (
     to_unconstrained,
     with_dof,
 )
+from gmm_jax.prior import Prior, log_prior, map_m_step, resolve_prior
 from gmm_jax.stats import constrained_m_step
 from gmm_jax.student import TStats, dof_update, student_m_step
 from gmm_jax.supervised import fit_supervised
@@ -221,6 +222,39 @@ def check_student_fit(X, check) -> list:
                   float(jnp.linalg.norm(grad(res.params)) / jnp.linalg.norm(grad(start))), 1e-4)]
 
 
-__all__ = ["FIXED_CASES", "check_fixed_m_step", "check_semi_supervised", "check_student_dof", "check_student_fit",
-           "check_student_m_step", "frozen", "full_covariances", "random_theta", "semi_supervised_objective",
-           "t_log_density", "t_problem"]
+
+TEST_PRIOR = Prior(weight_concentration=3.0, mean_precision=2.0, mean=np.array([1.0, -2.0]), covariance=0.7,
+                   strength=4.0)
+
+
+def check_map_m_step(X, covariance_type: str, check, steps: int = 300) -> list:
+    """With q fixed, optax ascent on ELBO + log prior (:data:`TEST_PRIOR`: every part of the prior active) reaches
+    :func:`gmm_jax.prior.map_m_step` and no iterate beats it."""
+    n = X.shape[0]
+    prior = resolve_prior(TEST_PRIOR, X, X.dtype)
+    theta = random_theta(np.random.default_rng(9), 3, X.shape[1], covariance_type)
+
+    @jax.jit
+    def arrays(X, theta):
+        resp = jnp.exp(e_step(X, theta, covariance_type)[0])
+        closed = map_m_step(sufficient_stats(X, resp, theta.means, covariance_type), theta.means, covariance_type,
+                            0.0, prior)
+
+        def f(p):
+            return (elbo(X, p, resp, covariance_type) + log_prior(p, prior, covariance_type)) / n
+
+        u, values = maximize(lambda v: f(from_unconstrained(v, covariance_type)), to_unconstrained(theta, covariance_type),
+                             steps)
+        return closed, from_unconstrained(u, covariance_type), values, f(closed)
+
+    closed, asc, values, f_closed = arrays(X, theta)
+    what = f"MAP M-step ({covariance_type})"
+    return [check(f"{what}: ascent on ELBO + log prior reaches the closed form",
+                  "max relative error (weights, means, covariances)", params_close(asc, closed, covariance_type), 1e-4),
+            check(f"{what}: no ascent iterate beats the closed form", "max (f_iter - f_closed) / |f|",
+                  max(0.0, float(jnp.nanmax(values) - f_closed) / float(jnp.abs(f_closed))), 1e-12)]
+
+
+__all__ = ["FIXED_CASES", "TEST_PRIOR", "check_fixed_m_step", "check_map_m_step", "check_semi_supervised",
+           "check_student_dof", "check_student_fit", "check_student_m_step", "frozen", "full_covariances",
+           "random_theta", "semi_supervised_objective", "t_log_density", "t_problem"]

@@ -44,6 +44,8 @@ CLAIMS = [
     *[f"Student-t M-step ({ct}, dof fixed): {what}" for ct in ("full", "tied", "diag", "spherical")
       for what in ("ascent on Q reaches the closed form", "no ascent iterate beats the closed form")],
     "Student-t dof update: the argmax of its part of Q",
+    *[f"MAP M-step ({ct}): {what}" for ct in ("full", "tied", "diag", "spherical")
+      for what in ("ascent on ELBO + log prior reaches the closed form", "no ascent iterate beats the closed form")],
     "Student-t EM never decreases the log-likelihood",
     "Student-t EM fixed point is stationary: grad loglik -> 0 (dof included)",
 ]
