@@ -114,6 +114,10 @@ def cmd_fit(args) -> int:
         if args.family != "student-t":
             raise InputError("--dof needs --family student-t")
         kw.update(dof=args.dof, fixed=("dof",))
+    if args.prior_strength is not None:
+        if args.family != "gaussian" or args.select_k:
+            raise InputError("--prior-strength: MAP EM is for a Gaussian mixture with -k")
+        kw.update(prior=gmm_jax.Prior(strength=args.prior_strength))
     try:  # every K in one compiled program (one K: the plain fit)
         path = gmm_jax.fit_path(jax.random.key(args.seed), X, ks, **kw) if args.select_k else None
         res = None if args.select_k else gmm_jax.fit(jax.random.key(args.seed), X, ks[0], **kw)
@@ -241,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixture family: Gaussian components, or Student-t ones (heavy tails, degrees of freedom "
                         "learned per component unless --dof is given)")
     p.add_argument("--dof", type=float, metavar="NU", help="Student-t degrees of freedom, held fixed at NU")
+    p.add_argument("--prior-strength", type=float, metavar="N0",
+                   help="MAP EM with gmm_jax.Prior: N0 pseudo-points per component with 1e-3 times the data's mean "
+                        "variance (docs/variants.md)")
     p.add_argument("--max-iter", type=int, default=100, metavar="N", help="maximum EM iterations per restart")
     p.add_argument("--tol", type=float, default=1e-3,
                    help="stop when the mean log-likelihood per point changes by less than this (nats)")
