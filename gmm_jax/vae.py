@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from gmm_jax.density import known_labels
+
 
 class GMMVAE(nnx.Module):
     """VaDE-style GMM-VAE.
@@ -87,13 +89,18 @@ class GMMVAE(nnx.Module):
         lv = jnp.clip(self.dec_logvar[...], -9.0, 4.0)
         return -0.5 * jnp.sum(jnp.square(x - out) * jnp.exp(-lv) + lv + math.log(2 * math.pi), axis=-1)
 
-    def elbo(self, key, x):
-        """Per-point ELBO (n,) with one reparameterised sample for the reconstruction term."""
+    def elbo(self, key, x, labels=None):
+        """Per-point ELBO (n,) with one reparameterised sample for the reconstruction term.  ``labels`` (n,) (-1:
+        unknown): a labelled point's q(c | x) is one-hot at its label, so its last term is ``a_y`` instead of
+        ``logsumexp_c a_c`` (the engine's :func:`gmm_jax.density.known_labels`)."""
         m, logvar = self.encode(x)
         z = m + jnp.exp(0.5 * logvar) * jax.random.normal(key, m.shape, m.dtype)
         rec = self.log_likelihood(x, self.decode(z))
         entropy = 0.5 * jnp.sum(math.log(2 * math.pi * math.e) + logvar, axis=-1)
-        return rec + entropy + jax.nn.logsumexp(self.component_scores(m, logvar), axis=-1)
+        scores = self.component_scores(m, logvar)
+        if labels is not None:
+            scores = known_labels(scores, labels, 1)
+        return rec + entropy + jax.nn.logsumexp(scores, axis=-1)
 
     def cluster_proba(self, x):
         """q(c | x) (n, K): rows sum to one."""
@@ -127,10 +134,11 @@ class GMMVAE(nnx.Module):
         return jax.vmap(one)(jax.random.split(key, component.shape[0]), component)
 
 
-def loss_fn(graphdef, state, key, x):
-    """Pure loss: mean negative ELBO per point; differentiable in ``state`` under jit/grad."""
+def loss_fn(graphdef, state, key, x, labels=None):
+    """Pure loss: mean negative ELBO per point (``labels``: see :meth:`GMMVAE.elbo`); differentiable in ``state``
+    under jit/grad."""
     model = nnx.merge(graphdef, state)
-    return -jnp.mean(model.elbo(key, x))
+    return -jnp.mean(model.elbo(key, x, labels))
 
 
 def pretrain_loss_fn(graphdef, state, x):
@@ -148,15 +156,34 @@ class TrainLog(NamedTuple):
     prior_entropy: float
 
 
-@partial(jax.jit, static_argnames=("graphdef", "tx", "pretrain"))
-def train_step(graphdef, state, opt_state, key, x, tx, pretrain=False):
+def train_step(graphdef, state, opt_state, key, x, tx, pretrain=False, labels=None):
     """One optax step on the negative ELBO (or the autoencoder loss when ``pretrain``)."""
     if pretrain:
         loss, grads = jax.value_and_grad(pretrain_loss_fn, argnums=1)(graphdef, state, x)
     else:
-        loss, grads = jax.value_and_grad(loss_fn, argnums=1)(graphdef, state, key, x)
+        loss, grads = jax.value_and_grad(loss_fn, argnums=1)(graphdef, state, key, x, labels)
     updates, opt_state = tx.update(grads, opt_state, state)
     return optax.apply_updates(state, updates), opt_state, loss
+
+
+@partial(jax.jit, static_argnames=("graphdef", "tx", "batch_size", "pretrain"))
+def train_epoch(graphdef, state, opt_state, key, X, labels, tx, batch_size: int, pretrain=False):
+    """One epoch as one compiled program: a random permutation, then :func:`train_step` on each full batch by
+    ``lax.scan`` (the last ``n mod batch_size`` points of the permutation sit the epoch out).  Returns (state,
+    optimiser state, the last batch's loss)."""
+    kp, ks = jax.random.split(key)
+    steps = max(1, X.shape[0] // batch_size)
+    perm = jax.random.permutation(kp, X.shape[0])[:steps * batch_size].reshape(steps, -1)
+
+    def body(carry, inputs):
+        state, opt_state = carry
+        idx, k = inputs
+        lab = None if labels is None else labels[idx]
+        state, opt_state, loss = train_step(graphdef, state, opt_state, k, X[idx], tx, pretrain, lab)
+        return (state, opt_state), loss
+
+    (state, opt_state), losses = jax.lax.scan(body, (state, opt_state), (perm, jax.random.split(ks, steps)))
+    return state, opt_state, losses[-1]
 
 
 def _diagnostics(model, X):
@@ -166,9 +193,14 @@ def _diagnostics(model, X):
     return int(jnp.sum(counts > 0)), float(-jnp.sum(pi * jnp.log(pi)))
 
 
-def train(model: GMMVAE, key, X, *, pretrain_epochs=20, epochs=60, batch_size=128, lr=1e-3, gmm_init=True,
-          log_every=10, verbose=False):
-    """Fit the GMM-VAE in place: autoencoder pre-training, prior from gmm_jax EM on latent means, ELBO training.
+def train(model: GMMVAE, key, X, labels=None, *, pretrain_epochs=20, epochs=60, batch_size=128, lr=1e-3,
+          gmm_init=True, log_every=10, verbose=False):
+    """Fit the GMM-VAE in place: autoencoder pre-training, prior from gmm_jax EM on latent means, ELBO training;
+    every epoch is one compiled program (:func:`train_epoch`).
+
+    ``labels`` (n,) (class = component; -1: unknown): labelled points keep q(c | x) one-hot at their label in the
+    ELBO, and the prior's EM initialisation is ``gmm_jax.fit(..., labels=labels)`` on the latent means (every point
+    labelled: the supervised MLE of the codes, :func:`gmm_jax.fit_supervised`); without labels, as before.
 
     Returns:
       list of :class:`TrainLog` (loss, number of non-empty clusters, prior entropy), so collapse is visible.
@@ -179,9 +211,11 @@ def train(model: GMMVAE, key, X, *, pretrain_epochs=20, epochs=60, batch_size=12
     """
     from gmm_jax.loop import fit as gmm_fit
     from gmm_jax.params import covariances_from_prec_chol
-    from gmm_jax.validation import as_data, check_positive_int
+    from gmm_jax.validation import as_data, check_labels, check_positive_int
 
     X = jnp.asarray(as_data(X), jnp.float32)
+    if labels is not None:
+        labels = check_labels(labels, X.shape[0], model.logits[...].shape[0], unknown=True)
     d = (model.enc[0] if len(model.enc) else model.enc_mean).in_features
     if X.shape[1] != d:
         raise ValueError(f"X has {X.shape[1]} features, but the model was built for n_features={d}")
@@ -198,17 +232,14 @@ def train(model: GMMVAE, key, X, *, pretrain_epochs=20, epochs=60, batch_size=12
     tx = optax.adam(lr)
     graphdef, state = nnx.split(model)
     logs = []
-    steps_per_epoch = max(1, n // batch_size)
+    bs = min(batch_size, n)
 
     def run(phase, n_epochs, state, key):
         opt_state = tx.init(state)
         for epoch in range(n_epochs):
-            key, kp = jax.random.split(key)
-            perm = jax.random.permutation(kp, n)
-            for b in range(steps_per_epoch):
-                key, ks = jax.random.split(key)
-                xb = X[perm[b * batch_size:(b + 1) * batch_size]]
-                state, opt_state, loss = train_step(graphdef, state, opt_state, ks, xb, tx, pretrain=phase == "pretrain")
+            key, ke = jax.random.split(key)
+            state, opt_state, loss = train_epoch(graphdef, state, opt_state, ke, X, labels, tx, bs,
+                                                 pretrain=phase == "pretrain")
             if (epoch + 1) % log_every == 0 or epoch == n_epochs - 1:
                 nnx.update(model, state)
                 ne, ent = _diagnostics(model, X)
@@ -224,7 +255,7 @@ def train(model: GMMVAE, key, X, *, pretrain_epochs=20, epochs=60, batch_size=12
     if gmm_init:
         m, _ = model.encode(X)
         key, kg = jax.random.split(key)
-        res = gmm_fit(kg, m, k_components, covariance_type="diag", n_restarts=4, reg_covar=1e-4)
+        res = gmm_fit(kg, m, k_components, covariance_type="diag", n_restarts=4, reg_covar=1e-4, labels=labels)
         model.logits[...] = res.params.log_weights
         model.prior_means[...] = res.params.means
         model.prior_logvars[...] = jnp.log(covariances_from_prec_chol(res.params.prec_chol, "diag"))

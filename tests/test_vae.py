@@ -72,3 +72,55 @@ def test_generation_is_deterministic_with_right_shapes():
     np.testing.assert_array_equal(a, b)
     assert m.generate(jax.random.key(3), jnp.arange(3), 4).shape == (3, 4, 10)
     assert float(a.min()) >= 0 and float(a.max()) <= 1  # Bernoulli means
+
+
+def test_labels_in_the_elbo_and_the_supervised_prior_at_initialisation():
+    """A labelled point's ELBO uses a_y instead of logsumexp_c a_c (same reparameterised sample); all -1 is the
+    unlabelled ELBO; with every point labelled the prior's EM initialisation is the supervised MLE of the codes
+    (fit_supervised on the latent means, diag, reg_covar 1e-4)."""
+    import gmm_jax
+
+    X, y = _synthetic(seed=3, n=240)
+    m = GMMVAE(10, 2, 3, hidden=(16,), likelihood="gaussian", rngs=nnx.Rngs(0))
+    x = jnp.asarray(X[:20])
+    key = jax.random.key(5)
+    lab = jnp.asarray(y[:20], jnp.int32)
+    mu, lv = m.encode(x)
+    a = m.component_scores(mu, lv)
+    diff = m.elbo(key, x, lab) - m.elbo(key, x)
+    np.testing.assert_allclose(diff, a[jnp.arange(20), lab] - jax.nn.logsumexp(a, axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(m.elbo(key, x, jnp.full((20,), -1)), m.elbo(key, x))
+    train(m, jax.random.key(1), X, labels=y, pretrain_epochs=2, epochs=0, batch_size=64)
+    codes, _ = m.encode(jnp.asarray(X))
+    sup = gmm_jax.fit_supervised(codes, y, 3, "diag", reg_covar=1e-4)
+    np.testing.assert_allclose(m.prior_means[...], sup.means, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.logits[...], sup.log_weights, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(jnp.exp(-m.prior_logvars[...]), jnp.square(sup.prec_chol), rtol=1e-3)
+
+
+def test_semi_supervised_training_names_the_components_and_the_epoch_is_one_program():
+    """Half the labels: after training, component c is class c for the labelled and the unlabelled points alike.
+    One epoch of train_epoch equals the Python loop of train_step over the same batches and keys."""
+    import optax
+
+    from gmm_jax.vae import train_epoch, train_step
+
+    X, y = _synthetic(seed=4, n=300)
+    labels = np.where(np.arange(300) % 2 == 0, y, -1)
+    m = GMMVAE(10, 2, 3, hidden=(16,), likelihood="gaussian", rngs=nnx.Rngs(1))
+    train(m, jax.random.key(2), X, labels=labels, pretrain_epochs=20, epochs=30, batch_size=50, log_every=30)
+    pred = np.asarray(jnp.argmax(m.cluster_proba(jnp.asarray(X)), axis=1))
+    assert np.mean(pred[labels < 0] == y[labels < 0]) > 0.95 and np.mean(pred[labels >= 0] == y[labels >= 0]) > 0.95
+    graphdef, state = nnx.split(m)
+    tx = optax.adam(1e-3)
+    Xj, lab = jnp.asarray(X), jnp.asarray(labels, jnp.int32)
+    key = jax.random.key(9)
+    s1, _, loss1 = train_epoch(graphdef, state, tx.init(state), key, Xj, lab, tx, 50)
+    kp, ks = jax.random.split(key)
+    perm = jax.random.permutation(kp, 300)[:300].reshape(6, 50)
+    s2, o2 = state, tx.init(state)
+    for idx, k in zip(perm, jax.random.split(ks, 6)):
+        s2, o2, loss2 = train_step(graphdef, s2, o2, k, Xj[idx], tx, False, lab[idx])
+    np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
