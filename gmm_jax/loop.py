@@ -202,14 +202,18 @@ FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_siz
 
 
 def compiler_options(covariance_type: str, n: int, config: Config, traced: bool = False) -> tuple:
-    """Compiler options (as sorted items) of a fit of this covariance type on ``n`` rows: ``config.cpu_dot_options``
-    for full covariances on a CPU from ``config.product_min_rows`` rows (the matrix products then go to the default
-    dot kernels, see PROFILE.md), where this XLA knows them; none when ``traced`` (inside a caller's jit, whose
-    compilation options are the caller's)."""
-    opts = tuple(sorted(config.cpu_dot_options))
-    if traced or covariance_type != "full" or n < config.product_min_rows or config.accelerator or not opts:
+    """Compiler options (as sorted items) of a fit of this covariance type on ``n`` rows on a CPU: below
+    ``config.product_min_rows`` rows ``config.small_fit_options`` (shorter compilations), from there
+    ``config.cpu_dot_options`` for full covariances (the matrix products then go to the default dot kernels, see
+    PROFILE.md); only options this XLA knows; none on an accelerator or when ``traced`` (inside a caller's jit,
+    whose compilation options are the caller's)."""
+    if traced or config.accelerator:
         return ()
-    return opts if compiler_options_supported(opts) else ()
+    if n < config.product_min_rows:
+        opts = tuple(sorted(config.small_fit_options))
+    else:
+        opts = tuple(sorted(config.cpu_dot_options)) if covariance_type == "full" else ()
+    return opts if opts and compiler_options_supported(opts) else ()
 
 
 @functools.cache

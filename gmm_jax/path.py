@@ -27,7 +27,7 @@ from gmm_jax.config import Config, any_traced, resolve_config
 from gmm_jax.engine import stats_pass
 from gmm_jax.initialization import init_context, map_restarts
 from gmm_jax.lloyd import assign_block
-from gmm_jax.loop import Context, em_finish, em_run, em_state, key_input, program, restart_keys
+from gmm_jax.loop import Context, compiler_options, em_finish, em_run, em_state, key_input, program, restart_keys
 from gmm_jax.params import GMMParams, is_student, n_parameters, with_dof
 from gmm_jax.rows import bucket_rows, resolve_block_size
 from gmm_jax.seeding import kmeans_plusplus
@@ -168,7 +168,7 @@ def fit_path(key, X, n_components=range(1, 9), *, covariance_type: str = "full",
     X, w, mask, weighted = bucket_rows(X, w, False, cfg.bucket_max_rows)
     bs = resolve_block_size(block_size, X.shape[0], max(ks), X.shape[1], n_restarts * len(ks), cfg)
     dof0 = None if family == "gaussian" else check_dof(10.0 if dof is None else float(dof), max(ks), X.dtype)
-    run = program(path_body, PATH_STATICS, ())
+    run = program(path_body, PATH_STATICS, compiler_options(covariance_type, X.shape[0], cfg))
     out = run(keys, X, w, jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype), dof0, mask=mask, ks=ks,
               covariance_type=covariance_type, max_iter=max_iter, block_size=bs, weighted=weighted, config=cfg,
               fixed=fixed)

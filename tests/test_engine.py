@@ -17,27 +17,32 @@ CFG = Config()  # the CPU defaults
 
 
 def test_cpu_compiler_options_keep_the_fit():
-    """Full-covariance fits on a CPU from ``Config.product_min_rows`` rows are compiled with XLA's YNNPACK dot fusion
-    off (where this XLA has the option): same fit as the default compilation (float64, 1e-10), a separate compiled
-    program, none inside a caller's jit, for fewer rows, for the other types or without options."""
+    """On a CPU, full-covariance fits from ``Config.product_min_rows`` rows are compiled with XLA's YNNPACK dot fusion
+    off and smaller fits with LLVM optimisation level 1 (where this XLA has the options): the same fits as the
+    default compilation (float64, 1e-10), separate compiled programs; none inside a caller's jit, for large fits of
+    the other types, or without options."""
     from gmm_jax.config import compiler_options_supported
     from gmm_jax.loop import FIT_STATICS, fit_body, fit_program, key_input, program
 
     base = program(fit_body, FIT_STATICS, ())
     cfg = Config(product_min_rows=100)  # a configuration value: no module is patched
-    assert fit_program("full", 99, cfg) is base
+    small_cfg = Config(product_min_rows=1000)  # the 120 rows below are then a small fit
     X, _ = make_blobs(seed=41, n_per=40, d=5)
     key = jax.random.key(6)
-    a = gmm_jax.fit(key, X, 3, covariance_type="full", max_iter=12, tol=0.0, config=cfg)
     keys, _, n_split = key_input(key, 1)
     b = base(keys, jnp.asarray(X), None, None, jnp.asarray(0.0), jnp.asarray(1e-6), n_components=3,
              covariance_type="full", init="kmeans", max_iter=12, block_size=120, init_block_size=120,
              n_split=n_split, config=cfg)
-    chex.assert_trees_all_close(a.all_params, b.all_params, rtol=1e-10, atol=1e-12)
+    for c in (cfg, small_cfg):
+        a = gmm_jax.fit(key, X, 3, covariance_type="full", max_iter=12, tol=0.0, config=c)
+        chex.assert_trees_all_close(a.all_params, b.all_params, rtol=1e-10, atol=1e-12)
     assert (fit_program("full", 120, cfg) is base) == (not compiler_options_supported(cfg.cpu_dot_options))
-    assert fit_program("full", 120, cfg, traced=True) is base
+    assert (fit_program("full", 99, cfg) is base) == (not compiler_options_supported(cfg.small_fit_options))
+    assert fit_program("full", 99, cfg) is fit_program("diag", 99, cfg)  # one option set for every small fit
+    assert fit_program("full", 120, cfg, traced=True) is base and fit_program("full", 99, cfg, traced=True) is base
     assert fit_program("diag", 120, cfg) is base and fit_program("tied", 120, cfg) is base
     assert fit_program("full", 120, Config(product_min_rows=100, cpu_dot_options=())) is base
+    assert fit_program("full", 99, Config(product_min_rows=100, small_fit_options=())) is base
 
 
 @pytest.mark.parametrize("d", [1, 3, 4, 6])
