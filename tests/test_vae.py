@@ -108,7 +108,7 @@ def test_semi_supervised_training_names_the_components_and_the_epoch_is_one_prog
     X, y = _synthetic(seed=4, n=300)
     labels = np.where(np.arange(300) % 2 == 0, y, -1)
     m = GMMVAE(10, 2, 3, hidden=(16,), likelihood="gaussian", rngs=nnx.Rngs(1))
-    train(m, jax.random.key(2), X, labels=labels, pretrain_epochs=20, epochs=30, batch_size=50, log_every=30)
+    train(m, jax.random.key(2), X, labels=labels, pretrain_epochs=15, epochs=15, batch_size=50, log_every=15)
     pred = np.asarray(jnp.argmax(m.cluster_proba(jnp.asarray(X)), axis=1))
     assert np.mean(pred[labels < 0] == y[labels < 0]) > 0.95 and np.mean(pred[labels >= 0] == y[labels >= 0]) > 0.95
     graphdef, state = nnx.split(m)
