@@ -26,7 +26,7 @@ from gmm_jax.em import (
 from gmm_jax.initialization import initialize
 from gmm_jax.loop import FitResult, fit, restart_keys
 from gmm_jax.metrics import component_to_class, match_components, matched_accuracy
-from gmm_jax.model import aic, bic, predict, predict_log_proba, predict_proba, sample, sample_component, score
+from gmm_jax.model import aic, bic, impute, predict, predict_log_proba, predict_proba, sample, sample_component, score
 from gmm_jax.params import (
     COVARIANCE_TYPES,
     GMMParams,
@@ -93,6 +93,7 @@ __all__ = [
     "fit_sharded",
     "fit_stream",
     "fit_supervised",
+    "impute",
     "initialize",
     "from_covariances",
     "from_unconstrained",

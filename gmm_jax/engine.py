@@ -14,6 +14,7 @@ from jax import lax
 from gmm_jax.config import Config
 from gmm_jax.density import centred_block, log_prob_factors
 from gmm_jax.forms import product_block, product_error_bound, product_factors, raw_to_centred, small_full_block
+from gmm_jax.missing import missing_block
 from gmm_jax.params import GMMParams, is_student
 from gmm_jax.rows import block_reduce, block_rows, psum
 from gmm_jax.stats import block_stats
@@ -43,7 +44,7 @@ def pass_form(covariance_type: str, d: int, config: Config, extent_known: bool) 
 
 
 def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, config: Config, with_stats: bool = True,
-            axis_name=None, extent=None, labels=None):
+            axis_name=None, extent=None, labels=None, missing: bool = False):
     """One fused pass over the rows of X: E-step per block, statistics about the current means (or only the
     counts), and the weighted log-likelihood sum.  Parameters in coordinates about ``shift``.
 
@@ -52,7 +53,8 @@ def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, confi
     the centred form.  Leave it None under ``vmap`` (restarts), where both branches of the ``lax.cond`` would run.
     ``labels``: optional (n,) known labels of the rows (-1: unknown), semi-supervised EM
     (:func:`gmm_jax.density.known_labels`); the log-likelihood is then ``log p(x)`` of the unlabelled rows plus
-    ``log p(x, y)`` of the labelled ones.
+    ``log p(x, y)`` of the labelled ones.  ``missing``: NaN entries of X are marginalised
+    (:func:`gmm_jax.missing.missing_block`; Gaussian mixtures).
 
     Returns:
       (SuffStats or counts (K,), sum_i w_i log p(x_i)), summed over the devices of ``axis_name``.
@@ -66,6 +68,8 @@ def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, confi
             return fn(xb - shift, wb, params, f, covariance_type, with_stats, lab)
         return one
 
+    if missing:  # missing values marginalised: its block (reference form only)
+        return block_reduce(block(missing_block, factors), X, bs, w, axis_name)
     if is_student(params):  # the Student-t family: its block (reference form only)
         return block_reduce(block(student_block, factors), X, bs, w, axis_name)
     if form == "small":

@@ -19,7 +19,8 @@ from gmm_jax.config import Config, all_finite, any_traced, compiler_options_supp
 from gmm_jax.engine import em_pass, product_applies
 from gmm_jax.forms import data_extent
 from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, labelled_means, map_restarts, match_to_labels
-from gmm_jax.params import GMMParams, is_student, with_dof
+from gmm_jax.missing import column_mean_filled
+from gmm_jax.params import GMMParams, StudentTParams, is_student, with_dof
 from gmm_jax.prior import PriorArrays, map_m_step, resolve_prior
 from gmm_jax.rows import bucket_rows, resolve_block_size
 from gmm_jax.stats import active_mask, constrained_m_step, mask_components
@@ -90,17 +91,18 @@ def em_state(params: GMMParams, max_iter: int, dtype, lower_bound=None) -> EMSta
 
 
 def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_type, bs, config, axis_name=None,
-           fixed: tuple = (), masked: bool = False):
+           fixed: tuple = (), masked: bool = False, missing: bool = False):
     """EM iterations from ``state`` until ``until`` iterations in all, convergence, or a non-finite update;
     ``fixed``: parameter blocks held at their values (:func:`gmm_jax.stats.constrained_m_step`); ``masked``: the
-    inactive components of the state's parameters stay so (:func:`gmm_jax.stats.mask_components`)."""
+    inactive components of the state's parameters stay so (:func:`gmm_jax.stats.mask_components`); ``missing``: NaN
+    entries of the data are marginalised (:mod:`gmm_jax.missing`)."""
 
     def cond(s):
         return (s.n_iter < until) & ~s.converged & s.finite
 
     def body(s):
         stats, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, s.params, covariance_type, bs, config, axis_name=axis_name,
-                                extent=ctx.extent, labels=ctx.labels)
+                                extent=ctx.extent, labels=ctx.labels, missing=missing)
         ll = ll_sum / ctx.wsum
         if is_student(s.params):
             new = student_m_step(stats, s.params, covariance_type, reg_covar, fixed)
@@ -118,18 +120,18 @@ def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_ty
     return lax.while_loop(cond, body, state)
 
 
-def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis_name=None):
+def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis_name=None, missing: bool = False):
     """The per-restart outputs: (params, mean log-likelihood of them, lower bound, n_iter, converged, finite, trace,
     counts)."""
     counts, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, state.params, covariance_type, bs, config, with_stats=False,
-                             axis_name=axis_name, extent=ctx.extent, labels=ctx.labels)
+                             axis_name=axis_name, extent=ctx.extent, labels=ctx.labels, missing=missing)
     return (state.params, ll_sum / ctx.wsum, state.log_likelihood, state.n_iter, state.converged, state.finite,
             state.trace, counts)
 
 
 def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
           init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-          init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None, prior=None):
+          init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None, prior=None, missing: bool = False):
     """Initialisation of every restart: (loop states with a leading restart axis, :class:`Context`).  The data's
     extent (for the product form of the passes) is computed for one restart where
     :func:`gmm_jax.engine.product_applies` says so.  ``n_split`` > 0: ``keys`` is one key, split here into that
@@ -139,6 +141,9 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
     cfg = resolve_config(config)
     if n_split:
         keys = restart_keys(keys, n_split)
+    X_data = X
+    if missing:  # the initialisation runs on the data with each missing entry at its column's (weighted) mean
+        X = column_mean_filled(X, w)
     shift, wsum, data_cov, tol_kmeans = init_context(X, w, reg_covar, n_components=n_components,
                                                      covariance_type=covariance_type, init=init, bs=block_size,
                                                      mask=mask, axis_name=axis_name)
@@ -162,15 +167,15 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
         return em_state(p0, max_iter, X.dtype, init_lower_bound)
 
     extent = None
-    if product_applies(covariance_type, *X.shape, cfg) and (n_split or keys.shape[0]) == 1:
+    if product_applies(covariance_type, *X.shape, cfg) and (n_split or keys.shape[0]) == 1 and not missing:
         extent = data_extent(X, w, shift, block_size, axis_name)
     prior = None if prior is None else prior._replace(mean=prior.mean - shift)  # the loop's coordinates
-    return map_restarts(one, keys, centers), Context(X, w, shift, wsum, extent, labels, prior)
+    return map_restarts(one, keys, centers), Context(X_data, w, shift, wsum, extent, labels, prior)
 
 
 def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
              init_block_size=None, mask=None, axis_name=None, weighted=True, n_split=0, config=None,
-             init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None, prior=None):
+             init_lower_bound=None, labels=None, fixed: tuple = (), dof0=None, prior=None, missing: bool = False):
     """The whole fit (all restarts) as one traced function; also the per-device program of the sharded fit.
     ``init_block_size``: rows per block of the K-means initialisation's Lloyd steps for R > 1 restarts (default
     ``block_size``)."""
@@ -178,8 +183,8 @@ def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
     state, ctx = start(keys, X, w, init_params, reg_covar, n_components=n_components, covariance_type=covariance_type,
                        init=init, max_iter=max_iter, block_size=block_size, init_block_size=init_block_size, mask=mask,
                        axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg,
-                       init_lower_bound=init_lower_bound, labels=labels, dof0=dof0, prior=prior)
-    kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg)
+                       init_lower_bound=init_lower_bound, labels=labels, dof0=dof0, prior=prior, missing=missing)
+    kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg, missing=missing)
 
     def one(s):
         return em_finish(em_run(s, ctx, tol, reg_covar, max_iter, fixed=fixed, **kw), ctx, **kw)
@@ -198,7 +203,7 @@ def collect(out, shift) -> "FitResult":
 
 
 FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_size", "init_block_size", "axis_name",
-               "weighted", "n_split", "config", "fixed")
+               "weighted", "n_split", "config", "fixed", "missing")
 
 
 def compiler_options(covariance_type: str, n: int, config: Config, traced: bool = False) -> tuple:
@@ -271,6 +276,7 @@ def fit(
     family: str = "gaussian",
     dof=None,
     prior=None,
+    missing: str | None = None,
     block_size: int | None = None,
     progress=None,
     progress_every: int = 10,
@@ -318,6 +324,9 @@ def fit(
       prior: a :class:`gmm_jax.Prior`: MAP EM with conjugate priors (:mod:`gmm_jax.prior`; ``reg_covar`` is still
         added); the trace and log-likelihoods stay those of the data (the log-posterior adds
         :func:`gmm_jax.prior.log_prior`).  Gaussian mixtures without ``fixed`` blocks.
+      missing: None (NaN in X is an error) or 'marginalize': NaN entries are missing values, marginalised in the
+        E-step with their conditional expectations in the statistics (exact EM for data missing at random,
+        :mod:`gmm_jax.missing`); the initialisation uses each column's mean in their place.  Gaussian mixtures.
       block_size: rows per block (default: the (block, K, D) scratch near 8 MiB on a CPU, 4 MiB for R > 1 restarts
         together, 512 MiB on an accelerator).
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
@@ -340,9 +349,12 @@ def fit(
 
     cfg = resolve_config(config)
     keys, n_restarts, n_split = key_input(key, n_restarts)
-    X, w, init_params = validate_fit(
-        X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts
-    )
+    if missing not in (None, "marginalize"):
+        raise ValueError(f"missing must be None or 'marginalize', got {missing!r}")
+    if missing and (family != "gaussian" or isinstance(init_params, StudentTParams)):
+        raise ValueError("missing='marginalize' is for Gaussian mixtures")
+    X, w, init_params = validate_fit(X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar,
+                                     sample_weight, n_restarts, allow_nan=missing is not None)
     family = check_family(family, init_params)
     fixed = check_fixed(fixed, family)
     dof0 = None if family == "gaussian" else check_dof(10.0 if dof is None else dof, n_components, X.dtype)
@@ -369,7 +381,7 @@ def fit(
     statics = dict(n_components=n_components, covariance_type=covariance_type,
                    init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs,
                    init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], config=cfg),
-                   n_split=n_split, weighted=weighted, config=cfg, fixed=fixed)
+                   n_split=n_split, weighted=weighted, config=cfg, fixed=fixed, missing=missing is not None)
     tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
     lb0 = None if init_lower_bound is None else jnp.asarray(check_lower_bound(init_lower_bound), X.dtype)
     if not with_progress:

@@ -92,6 +92,14 @@ def missing_block(xs, wb, params: GMMParams, factors, covariance_type: str, with
     return SuffStats(nk, sx, sxx), ll
 
 
+def column_mean_filled(X, w=None):
+    """X with each NaN entry replaced by its column's (weighted) mean over the observed entries."""
+    observed = ~jnp.isnan(X)
+    wt = observed.astype(X.dtype) if w is None else observed * w[:, None]
+    mean = jnp.sum(jnp.where(observed, X, 0.0) * wt, axis=0) / jnp.maximum(jnp.sum(wt, axis=0), jnp.finfo(X.dtype).tiny)
+    return jnp.where(observed, X, mean)
+
+
 def impute_block(xs, params: GMMParams, covariance_type: str):
     """Conditional means of a block's missing coordinates: sum_k q(k | x_o) xhat_k (observed ones unchanged)."""
     lj, xhat, _ = missing_posteriors(xs, params, covariance_type)
@@ -100,4 +108,4 @@ def impute_block(xs, params: GMMParams, covariance_type: str):
     return jnp.where(jnp.isnan(xs), out, xs)
 
 
-__all__ = ["dense_covariances", "impute_block", "marginal_terms", "missing_block", "missing_posteriors"]
+__all__ = ["column_mean_filled", "dense_covariances", "impute_block", "marginal_terms", "missing_block", "missing_posteriors"]

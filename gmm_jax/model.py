@@ -19,88 +19,124 @@ from jax import lax
 
 from gmm_jax.config import Config, any_traced, resolve_config
 from gmm_jax.density import about_reference_point, block_posteriors
+from gmm_jax.missing import impute_block, missing_posteriors
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, is_student, n_parameters
 from gmm_jax.rows import bucket_rows, bucketed_rows, map_blocks, resolve_block_size, row_bucket, row_map
 from gmm_jax.validation import check_component, check_positive_int, model_inputs, model_params
 
 
-def posterior_blocks(X, params: GMMParams, covariance_type: str, config: Config | None, out):
+def posterior_blocks(X, params: GMMParams, covariance_type: str, config: Config | None, out, missing: bool = False):
     """``out(log_joint, log_resp, log_norm)`` of every row block of X: the E-step of the fused pass
-    (:func:`gmm_jax.density.block_posteriors`) in coordinates about the mixture's mean, stitched back to rows."""
+    (:func:`gmm_jax.density.block_posteriors`; ``missing``: NaN entries marginalised,
+    :func:`gmm_jax.missing.missing_posteriors`) in coordinates about the mixture's mean, stitched back to rows."""
     k, d = params.means.shape
     bs = resolve_block_size(None, X.shape[0], k, d, config=config)
     c, p, factors = about_reference_point(params, covariance_type)
-    return map_blocks(lambda xb: out(*block_posteriors(xb - c, p, factors, covariance_type)), X, bs)
+
+    def one(xb):
+        if not missing:
+            return out(*block_posteriors(xb - c, p, factors, covariance_type))
+        lj = missing_posteriors(xb - c, p, covariance_type)[0]
+        ln = jax.nn.logsumexp(lj, axis=1)
+        return out(lj, lj - ln[:, None], ln)
+
+    return map_blocks(one, X, bs)
 
 
-_STATICS = ("covariance_type", "config")
-
-
-@partial(jax.jit, static_argnames=_STATICS)
-def _predict_log_proba(X, params: GMMParams, covariance_type: str, config=None):
-    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: lr)
-
-
-@partial(jax.jit, static_argnames=_STATICS)
-def _predict_proba(X, params: GMMParams, covariance_type: str, config=None):
-    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: jnp.exp(lr))
-
-
-@partial(jax.jit, static_argnames=_STATICS)
-def _predict(X, params: GMMParams, covariance_type: str, config=None):
-    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: jnp.argmax(lj, 1).astype(jnp.int32))
+_STATICS = ("covariance_type", "config", "missing")
 
 
 @partial(jax.jit, static_argnames=_STATICS)
-def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full", config=None):
+def _predict_log_proba(X, params: GMMParams, covariance_type: str, config=None, missing=False):
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: lr, missing)
+
+
+@partial(jax.jit, static_argnames=_STATICS)
+def _predict_proba(X, params: GMMParams, covariance_type: str, config=None, missing=False):
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: jnp.exp(lr), missing)
+
+
+@partial(jax.jit, static_argnames=_STATICS)
+def _predict(X, params: GMMParams, covariance_type: str, config=None, missing=False):
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: jnp.argmax(lj, 1).astype(jnp.int32),
+                            missing)
+
+
+@partial(jax.jit, static_argnames=_STATICS)
+def score_samples_blocked(X, params: GMMParams, covariance_type: str = "full", config=None, missing=False):
     """Per-point log-likelihood log p(x_i) (n,), over row blocks.  Inputs unchecked (the jitted core of the
     checked functions here and of scikit-learn's ``score_samples``)."""
-    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: ln)
+    return posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: ln, missing)
 
 
 @partial(jax.jit, static_argnames=_STATICS)
-def weighted_log_likelihood(X, w, params: GMMParams, covariance_type: str, config=None):
+def _impute(X, params: GMMParams, covariance_type: str, config=None, missing=True):
+    k, d = params.means.shape
+    c, p, _ = about_reference_point(params, covariance_type)
+    bs = resolve_block_size(None, X.shape[0], k, d, config=config)
+    return map_blocks(lambda xb: impute_block(xb - c, p, covariance_type) + c, X, bs)
+
+
+@partial(jax.jit, static_argnames=_STATICS)
+def weighted_log_likelihood(X, w, params: GMMParams, covariance_type: str, config=None, missing=False):
     """sum_i w_i log p(x_i) (w None: unweighted), over row blocks."""
-    ll = posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: ln)
+    ll = posterior_blocks(X, params, covariance_type, config, lambda lj, lr, ln: ln, missing)
     return jnp.sum(ll if w is None else w * ll)
 
 
-def per_row(core, X, params: GMMParams, covariance_type: str, config: Config | None = None):
+def per_row(core, X, params: GMMParams, covariance_type: str, config: Config | None = None, missing=None):
     """``core(X, params, covariance_type, config)`` (a jitted per-row function) on checked inputs.  Outside a
     caller's jit X is padded to its row bucket (:func:`gmm_jax.rows.row_bucket`) and the result cut back to n rows
-    on the host, so that nearby row counts share one compiled program."""
+    on the host, so that nearby row counts share one compiled program.  ``missing='marginalize'``: NaN entries
+    of X are missing values, marginalised."""
     cfg = resolve_config(config)
-    X, params = model_inputs(X, params, covariance_type)
-    return bucketed_rows(core, X, params, covariance_type, cfg, max_rows=cfg.bucket_max_rows)
+    m = check_missing(missing)
+    X, params = model_inputs(X, params, covariance_type, allow_nan=m)
+    return bucketed_rows(core, X, params, covariance_type, cfg, m, max_rows=cfg.bucket_max_rows)
 
 
-def _total_log_likelihood(X, params: GMMParams, covariance_type: str, config: Config | None):
+def _total_log_likelihood(X, params: GMMParams, covariance_type: str, config: Config | None, missing=None):
     """(sum_i log p(x_i), n, params) on checked inputs, X padded to its row bucket (the padding rows weigh 0)."""
     cfg = resolve_config(config)
-    X, params = model_inputs(X, params, covariance_type)
+    m = check_missing(missing)
+    X, params = model_inputs(X, params, covariance_type, allow_nan=m)
     Xp, w, _, _ = bucket_rows(X, None, any_traced(X, params), cfg.bucket_max_rows)  # w: None, or the padding mask
-    return weighted_log_likelihood(Xp, w, params, covariance_type, cfg), X.shape[0], params
+    return weighted_log_likelihood(Xp, w, params, covariance_type, cfg, m), X.shape[0], params
 
 
-def predict_log_proba(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
-    """Log-responsibilities (n, K) = the E-step, computed over row blocks."""
-    return per_row(_predict_log_proba, X, params, covariance_type, config)
+def predict_log_proba(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None, missing=None):
+    """Log-responsibilities (n, K) = the E-step, computed over row blocks (``missing='marginalize'``: NaN entries
+    marginalised, as in ``fit``; the same for the functions below)."""
+    return per_row(_predict_log_proba, X, params, covariance_type, config, missing)
 
 
-def predict_proba(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
+def predict_proba(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None, missing=None):
     """Posterior probabilities p(z = k | x_i) (n, K); rows sum to one."""
-    return per_row(_predict_proba, X, params, covariance_type, config)
+    return per_row(_predict_proba, X, params, covariance_type, config, missing)
 
 
-def predict(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
+def predict(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None, missing=None):
     """Most probable component (n,) int32 (maximum a posteriori)."""
-    return per_row(_predict, X, params, covariance_type, config)
+    return per_row(_predict, X, params, covariance_type, config, missing)
 
 
-def score(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
+def score(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None, missing=None):
     """Mean per-point log-likelihood (scikit-learn's ``score``)."""
-    total, n, _ = _total_log_likelihood(X, params, covariance_type, config)
+    total, n, _ = _total_log_likelihood(X, params, covariance_type, config, missing)
     return total / n
+
+
+def impute(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
+    """X with every NaN entry replaced by its conditional mean under the mixture, ``sum_k p(k | x_o) E[x_m | x_o,
+    k]`` (observed entries unchanged)."""
+    return per_row(_impute, X, params, covariance_type, config, "marginalize")
+
+
+def check_missing(missing) -> bool:
+    """The model functions' ``missing``: None (NaN is an error) or 'marginalize'."""
+    if missing not in (None, "marginalize"):
+        raise ValueError(f"missing must be None or 'marginalize', got {missing!r}")
+    return missing is not None
 
 
 def free_parameters(params, covariance_type: str) -> int:

@@ -45,8 +45,17 @@ def float_dtype(x) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def as_data(X, name: str = "X"):
-    """Convert to a 2-D floating JAX array; raise ValueError naming the problem."""
+def as_data(X, name: str = "X", allow_nan: bool = False):
+    """Convert to a 2-D floating JAX array; raise ValueError naming the problem.  ``allow_nan``: NaN entries are
+    missing values (infinities are still rejected)."""
+    if allow_nan and not is_traced(X):
+        arr = np.asarray(X, dtype=float_dtype(np.asarray(X)) if np.issubdtype(np.asarray(X).dtype, np.number) else None)
+        if arr.ndim == 2 and arr.size and np.issubdtype(arr.dtype, np.floating):
+            if np.any(np.isinf(arr)):
+                bad = np.argwhere(np.isinf(arr))[0]
+                raise ValueError(f"{name} contains infinity (first at row {bad[0]}, column {bad[1]}); NaN marks a "
+                                 "missing value")
+            return jnp.asarray(arr)
     if is_traced(X):
         if X.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
@@ -213,15 +222,16 @@ def check_component(component, n_components: int) -> None:
                          f"got {component!r}")
 
 
-def model_inputs(X, params, covariance_type: str):
-    """(X, params) for the model functions: X as :func:`as_data` makes it (2-D, numeric, finite), the parameters
-    as :func:`model_params` checks them, in X's dtype."""
+def model_inputs(X, params, covariance_type: str, allow_nan: bool = False):
+    """(X, params) for the model functions: X as :func:`as_data` makes it (2-D, numeric, finite; ``allow_nan``:
+    NaN entries allowed, missing values), the parameters as :func:`model_params` checks them, in X's dtype."""
     check_covariance_type(covariance_type)
-    X = as_data(X)
+    X = as_data(X, allow_nan=allow_nan)
     return X, model_params(params, covariance_type, X.shape[1], X.dtype)
 
 
-def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts):
+def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar, sample_weight, n_restarts,
+                 allow_nan: bool = False):
     n_components = check_positive_int(n_components, "n_components")
     check_covariance_type(covariance_type)
     if init_params is None and init not in INITS:
@@ -230,9 +240,13 @@ def validate_fit(X, n_components, covariance_type, init, init_params, max_iter, 
     check_positive_int(n_restarts, "n_restarts")
     check_nonneg_float(tol, "tol")
     check_nonneg_float(reg_covar, "reg_covar")
-    X = as_data(X)
+    X = as_data(X, allow_nan=allow_nan)
     n, d = X.shape
     check_n_samples(n, n_components)
+    if allow_nan and not is_traced(X):
+        empty = np.flatnonzero(np.all(np.isnan(np.asarray(X)), axis=0))
+        if empty.size:
+            raise ValueError(f"X: column(s) {empty.tolist()} have no observed value")
     w = as_sample_weight(sample_weight, n, X.dtype)
     if init_params is not None:
         init_params = validate_params(init_params, covariance_type, n_components, d, X.dtype)
