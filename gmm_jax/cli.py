@@ -19,8 +19,9 @@ class InputError(Exception):
     """A problem with the user's input: reported in one line, exit status 2."""
 
 
-def read_data(path: str) -> np.ndarray:
-    """Load a 2-D float array from .npy, .npz (first array) or .csv (optional header row)."""
+def read_data(path: str, allow_nan: bool = False) -> np.ndarray:
+    """Load a 2-D float array from .npy, .npz (first array) or .csv (optional header row).  ``allow_nan``: NaN (in
+    a CSV also an empty field) marks a missing value."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
     ext = os.path.splitext(path)[1].lower()
@@ -33,7 +34,7 @@ def read_data(path: str) -> np.ndarray:
                     raise InputError(f"{path}: the .npz file holds no array")
                 X = z["X"] if "X" in z.files else z[z.files[0]]
         elif ext in (".csv", ".txt"):
-            X = _read_csv(path)
+            X = _read_csv(path, allow_nan)
         else:
             raise InputError(f"{path}: unsupported file type {ext!r} (use .npy, .npz or .csv)")
     except InputError:
@@ -46,22 +47,23 @@ def read_data(path: str) -> np.ndarray:
         X = X[:, None]
     if X.ndim != 2 or X.shape[0] == 0:
         raise InputError(f"{path}: data must be a non-empty 2-D array, got shape {X.shape}")
-    bad = np.argwhere(~np.isfinite(X))
+    bad = np.argwhere(np.isinf(X) if allow_nan else ~np.isfinite(X))
     if bad.size:
-        raise InputError(f"{path}: row {bad[0][0] + 1}: NaN or infinite value in column {bad[0][1] + 1}")
+        what = "infinite value" if allow_nan else "NaN or infinite value (--missing marginalize accepts NaN)"
+        raise InputError(f"{path}: row {bad[0][0] + 1}: {what} in column {bad[0][1] + 1}")
     return X.astype(np.float64) if X.dtype == np.float64 else X.astype(np.float32)
 
 
-def _read_csv(path: str) -> np.ndarray:
+def _read_csv(path: str, allow_nan: bool = False) -> np.ndarray:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    rows = [(i, r) for i, r in enumerate(rows, start=1) if any(c.strip() for c in r)]
+    rows = [(i, r) for i, r in enumerate(rows, start=1) if any(c.strip() for c in r) or (allow_nan and len(r) > 1)]
     if not rows:
         raise InputError(f"{path}: empty CSV file")
     out, width = [], None
     for n, (lineno, r) in enumerate(rows):
         try:
-            vals = [float(c) for c in r]
+            vals = [float(c) if (c.strip() or not allow_nan) else float("nan") for c in r]
         except ValueError:
             if n == 0:  # header
                 continue
@@ -97,7 +99,7 @@ def cmd_fit(args) -> int:
     import gmm_jax
     from gmm_jax.io import save_params
 
-    X = read_data(args.data)
+    X = read_data(args.data, allow_nan=args.missing is not None)
     if args.select_k:
         try:
             kmin, kmax = (int(v) for v in args.select_k.split(":"))
@@ -114,6 +116,10 @@ def cmd_fit(args) -> int:
         if args.family != "student-t":
             raise InputError("--dof needs --family student-t")
         kw.update(dof=args.dof, fixed=("dof",))
+    if args.missing is not None:
+        if args.select_k:
+            raise InputError("--missing: give -k (--select-k fits complete data)")
+        kw.update(missing=args.missing)
     if args.prior_strength is not None:
         if args.family != "gaussian" or args.select_k:
             raise InputError("--prior-strength: MAP EM is for a Gaussian mixture with -k")
@@ -125,7 +131,7 @@ def cmd_fit(args) -> int:
         raise InputError(f"{args.data}: {exc}") from None
     if path is None:
         b = int(res.best)
-        bic = float(gmm_jax.bic(X, res.params, args.covariance_type))  # counts the dof: not free with --dof
+        bic = float(gmm_jax.bic(X, res.params, args.covariance_type, missing=args.missing))  # with --dof: not free
         bic -= ks[0] * np.log(X.shape[0]) if args.dof is not None else 0.0
         print(f"K={ks[0]}: mean log-likelihood {float(res.log_likelihood[b]):.6f}, "
               f"BIC {bic:.3f}, iterations {int(res.n_iter[b])}, "
@@ -155,12 +161,12 @@ def cmd_predict(args) -> int:
     import gmm_jax
 
     params, ct = _load_model(args.model)
-    X = read_data(args.data)
+    X = read_data(args.data, allow_nan=args.missing is not None)
     d = np.asarray(params.means).shape[1]
     if X.shape[1] != d:
         raise InputError(f"{args.data}: {X.shape[1]} features, but the model in {args.model} has {d}")
     X = X.astype(np.asarray(params.means).dtype)
-    labels = np.asarray(gmm_jax.predict(X, params, ct))
+    labels = np.asarray(gmm_jax.predict(X, params, ct, missing=args.missing))
     text = "\n".join(str(v) for v in labels) + "\n"
     if args.out:
         _write_text(args.out, text)
@@ -245,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixture family: Gaussian components, or Student-t ones (heavy tails, degrees of freedom "
                         "learned per component unless --dof is given)")
     p.add_argument("--dof", type=float, metavar="NU", help="Student-t degrees of freedom, held fixed at NU")
+    p.add_argument("--missing", choices=("marginalize",),
+                   help="NaN (or empty CSV fields) are missing values, marginalised in the E-step (exact EM for "
+                        "data missing at random); without it they are an error")
     p.add_argument("--prior-strength", type=float, metavar="N0",
                    help="MAP EM with gmm_jax.Prior: N0 pseudo-points per component with 1e-3 times the data's mean "
                         "variance (docs/variants.md)")
@@ -260,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a model file written by 'gmm-jax fit' (.npz)")
     p.add_argument("data", help="the data file (same number of features as the model)")
     p.add_argument("--out", help="write the labels here (one integer per line) instead of standard output")
+    p.add_argument("--missing", choices=("marginalize",), help="NaN (or empty CSV fields) are missing values, "
+                   "marginalised; without it they are an error")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("sample", formatter_class=fmt, help="draw points from a saved model (CSV: features, component)")
     p.add_argument("model", help="a model file written by 'gmm-jax fit' (.npz)")

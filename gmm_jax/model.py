@@ -74,7 +74,7 @@ def _impute(X, params: GMMParams, covariance_type: str, config=None, missing=Tru
     k, d = params.means.shape
     c, p, _ = about_reference_point(params, covariance_type)
     bs = resolve_block_size(None, X.shape[0], k, d, config=config)
-    return map_blocks(lambda xb: impute_block(xb - c, p, covariance_type) + c, X, bs)
+    return map_blocks(lambda xb: jnp.where(jnp.isnan(xb), impute_block(xb - c, p, covariance_type) + c, xb), X, bs)
 
 
 @partial(jax.jit, static_argnames=_STATICS)
@@ -145,17 +145,15 @@ def free_parameters(params, covariance_type: str) -> int:
     return n_parameters(covariance_type, k, d) + (k if is_student(params) else 0)
 
 
-def bic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
+def bic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None, missing=None):
     """Bayesian information criterion ``-2 log L + p log n`` (lower is better)."""
-    total, n, params = _total_log_likelihood(X, params, covariance_type, config)
-    k, d = params.means.shape
+    total, n, params = _total_log_likelihood(X, params, covariance_type, config, missing)
     return -2.0 * total + free_parameters(params, covariance_type) * math.log(n)
 
 
-def aic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None):
+def aic(X, params: GMMParams, covariance_type: str = "full", config: Config | None = None, missing=None):
     """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
-    total, _, params = _total_log_likelihood(X, params, covariance_type, config)
-    k, d = params.means.shape
+    total, _, params = _total_log_likelihood(X, params, covariance_type, config, missing)
     return -2.0 * total + 2.0 * free_parameters(params, covariance_type)
 
 
