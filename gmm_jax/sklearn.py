@@ -67,7 +67,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="kmeans", weights_init=None, means_init=None, precisions_init=None, random_state=None,
-                 warm_start=False, verbose=0, verbose_interval=10):
+                 warm_start=False, verbose=0, verbose_interval=10, missing=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -82,6 +82,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.missing = missing
 
     # ------------------------------------------------------------------ helpers
     def _check_parameters(self):
@@ -96,6 +97,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_nonneg_float(self.reg_covar, "reg_covar")
         if self.init_params not in INITS:
             raise ValueError(f"unknown init_params {self.init_params!r}; expected one of {', '.join(INITS)}")
+        if self.missing not in (None, "marginalize"):
+            raise ValueError(f"missing must be None or 'marginalize', got {self.missing!r}")
 
     def _params(self):
         return GMMParams(jnp.log(jnp.asarray(self.weights_)), jnp.asarray(self.means_),
@@ -157,7 +160,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def fit_predict(self, X, y=None, sample_weight=None):
         self._check_parameters()
-        X = validate_data(self, X, dtype=FLOAT_DTYPES, ensure_min_samples=2)
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, ensure_min_samples=2, ensure_all_finite=self._finite())
         with precision_of(X.dtype):
             return self._fit_predict(X, sample_weight)
 
@@ -177,7 +180,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         res = _fit(key, Xj, self.n_components, covariance_type=self.covariance_type, n_restarts=n_init,
                    init=self.init_params, init_params=init, init_lower_bound=self.lower_bound_ if warm else None,
                    max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar, sample_weight=sample_weight,
-                   **self._family_options())
+                   missing=self.missing, **self._family_options())
         if not bool(np.all(np.asarray(res.finite))):
             raise ValueError(ILL_DEFINED)
         self._set_fitted(res)
@@ -209,21 +212,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def _check_X(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False)
+        X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False, ensure_all_finite=self._finite())
         return jnp.asarray(X, self.means_.dtype)
+
+    def _finite(self):
+        """scikit-learn's ``ensure_all_finite``: NaN allowed with ``missing='marginalize'``."""
+        return "allow-nan" if getattr(self, "missing", None) else True
 
     @in_fitted_precision("means_")
     def predict(self, X):
-        return np.asarray(model.predict(self._check_X(X), self._params(), self.covariance_type))
+        return np.asarray(model.predict(self._check_X(X), self._params(), self.covariance_type, missing=self.missing))
 
     @in_fitted_precision("means_")
     def predict_proba(self, X):
-        return np.asarray(model.predict_proba(self._check_X(X), self._params(), self.covariance_type))
+        return np.asarray(model.predict_proba(self._check_X(X), self._params(), self.covariance_type,
+                                              missing=self.missing))
 
     @in_fitted_precision("means_")
     def score_samples(self, X):
         return np.asarray(model.per_row(model.score_samples_blocked, self._check_X(X), self._params(),
-                                         self.covariance_type))
+                                         self.covariance_type, None, self.missing))
 
     def score(self, X, y=None):
         return float(np.mean(self.score_samples(X)))

@@ -135,3 +135,19 @@ def test_missing_values_from_the_command_line(tmp_path):
     assert r.returncode == 0 and len(r.stdout.split()) == 120, r.stderr
     r = run("fit", str(path), "-k", "3", "--out", str(tmp_path / "x.npz"))
     assert r.returncode == 2 and "not a number" in r.stderr
+
+
+def test_gaussian_mixture_estimator_with_missing_values():
+    """``GaussianMixture(missing='marginalize')`` fits, predicts and scores data with NaN; the default still
+    rejects it (scikit-learn's message)."""
+    from gmm_jax.sklearn import GaussianMixture
+
+    X, y = make_blobs(seed=53, n_per=50, d=3, sep=8.0)
+    Xm = with_missing(X, 0.2, 5)
+    est = GaussianMixture(3, missing="marginalize", random_state=0).fit(Xm)
+    params = gmm_jax.GMMParams(jnp.log(jnp.asarray(est.weights_)), jnp.asarray(est.means_),
+                               jnp.asarray(est.precisions_cholesky_))
+    np.testing.assert_allclose(est.score(Xm), gmm_jax.score(Xm, params, missing="marginalize"), rtol=1e-10)
+    assert gmm_jax.matched_accuracy(y, est.predict(Xm)) > 0.95
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianMixture(3).fit(Xm)
