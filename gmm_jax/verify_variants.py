@@ -18,10 +18,10 @@ from jax.scipy.special import digamma, gammaln, logsumexp
 from gmm_jax.ascent import maximize, params_close, rel_error
 from gmm_jax.em import e_step, elbo, sufficient_stats
 from gmm_jax.loop import fit
+from gmm_jax.missing import dense_covariances
 from gmm_jax.params import (
     GMMParams,
     StudentTParams,
-    covariances_from_prec_chol,
     from_covariances,
     from_unconstrained,
     to_unconstrained,
@@ -126,7 +126,7 @@ def t_log_density(X, p: StudentTParams, covariance_type: str):
     """(n, K) log phi_k + log t(x_i | mu_k, S_k, nu_k), written with ``jnp.linalg`` from the scale matrices (not
     through the engine's whitened residuals), and the squared Mahalanobis distances (n, K)."""
     d = X.shape[1]
-    s = full_covariances(p, covariance_type)
+    s = dense_covariances(p, covariance_type)
     diff = X[:, None, :] - p.means[None]
     delta = jnp.einsum("nkd,nkd->nk", diff, jnp.linalg.solve(s[None], diff[..., None])[..., 0])
     nu = p.dof
@@ -134,19 +134,6 @@ def t_log_density(X, p: StudentTParams, covariance_type: str):
     lt = (gammaln(0.5 * (nu + d)) - gammaln(0.5 * nu) - 0.5 * d * jnp.log(nu * jnp.pi) - 0.5 * logdet
           - 0.5 * (nu + d) * jnp.log1p(delta / nu))
     return lt + p.log_weights, delta
-
-
-def full_covariances(p, covariance_type: str):
-    """(K, D, D) scale matrices of any covariance type."""
-    k, d = p.means.shape
-    c = covariances_from_prec_chol(p.prec_chol, covariance_type)
-    if covariance_type == "tied":
-        return jnp.broadcast_to(c, (k, d, d))
-    if covariance_type == "diag":
-        return jax.vmap(jnp.diag)(c)
-    if covariance_type == "spherical":
-        return c[:, None, None] * jnp.eye(d)
-    return c
 
 
 def check_student_m_step(X, covariance_type: str, check, steps: int = 300) -> list:
@@ -157,7 +144,7 @@ def check_student_m_step(X, covariance_type: str, check, steps: int = 300) -> li
 
     def q(p, tau, u):
         lj, delta = t_log_density(X, with_dof(p, theta.dof), covariance_type)
-        logdet = jnp.linalg.slogdet(full_covariances(p, covariance_type))[1]
+        logdet = jnp.linalg.slogdet(dense_covariances(p, covariance_type))[1]
         return jnp.sum(tau * (p.log_weights - 0.5 * logdet - 0.5 * u * delta)) / n
 
     @jax.jit
@@ -256,5 +243,5 @@ def check_map_m_step(X, covariance_type: str, check, steps: int = 300) -> list:
 
 
 __all__ = ["FIXED_CASES", "TEST_PRIOR", "check_fixed_m_step", "check_map_m_step", "check_semi_supervised",
-           "check_student_dof", "check_student_fit", "check_student_m_step", "frozen", "full_covariances",
+           "check_student_dof", "check_student_fit", "check_student_m_step", "frozen",
            "random_theta", "semi_supervised_objective", "t_log_density", "t_problem"]
