@@ -223,9 +223,9 @@ def section_generation(digits, out, plt, quick=False):
 
     from gmm_jax.vae import GMMVAE, train
 
-    vae = GMMVAE(64, 20, 10, hidden=(256, 128), rngs=nnx.Rngs(0))
-    logs = train(vae, jax.random.key(1), X, pretrain_epochs=5 if quick else 20, epochs=10 if quick else 100,
-                 batch_size=64, log_every=5 if quick else 25)
+    vae = GMMVAE(64, 20, 10, hidden=(64,) if quick else (256, 128), rngs=nnx.Rngs(0))  # quick: a smoke run
+    logs = train(vae, jax.random.key(1), X, pretrain_epochs=3 if quick else 20, epochs=3 if quick else 100,
+                 batch_size=64, log_every=3 if quick else 25)
     assign = np.asarray(jnp.argmax(vae.cluster_proba(jnp.asarray(X, jnp.float32)), axis=1))
     mapping = gmm_jax.component_to_class(y, assign, n_components=10)
     order = np.argsort(np.where(mapping >= 0, mapping, 99))

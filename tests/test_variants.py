@@ -18,7 +18,7 @@ from gmm_jax.config import Config
 from gmm_jax.engine import em_pass
 from gmm_jax.forms import data_extent
 from gmm_jax.verify_variants import semi_supervised_objective
-from tests.conftest import COV_TYPES, make_blobs, random_params
+from tests.conftest import make_blobs, random_params
 
 CFG = Config()
 
@@ -59,7 +59,7 @@ def test_every_form_of_the_pass_applies_the_labels(covariance_type, d):
     np.testing.assert_allclose(np.asarray(counts), np.asarray(ref.nk), rtol=1e-10)
 
 
-@pytest.mark.parametrize("covariance_type", COV_TYPES)
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])  # the labels enter before the type's M-step
 def test_every_point_labelled_is_the_supervised_fit_and_none_is_the_plain_fit(covariance_type):
     X, y = make_blobs(seed=3, n_per=40, d=2)
     sup = gmm_jax.fit_supervised(X, y, 3, covariance_type, reg_covar=1e-6)
