@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gmm_jax.config import Config, any_traced, resolve_config
+from gmm_jax.config import Config, any_traced, resolve_config, to_device
 from gmm_jax.hamerly import bounded_step, bounds_state
 from gmm_jax.lloyd import inertia, kmeans_tolerance, lloyd_pass, lloyd_state, plain_info_step, run_lloyd
 from gmm_jax.rows import balanced_block_size, bucket_rows, bucketed_rows, data_shift, resolve_block_size, row_map
@@ -251,7 +251,7 @@ def kmeans(
         record=bool(record),
     )
     # labels cut back to n rows on the host (an eager slice would compile once per row count)
-    return res if mask is None else res._replace(labels=jnp.asarray(np.asarray(res.labels)[:n]))
+    return res if mask is None else res._replace(labels=to_device(np.asarray(res.labels)[:n]))
 
 
 @partial(jax.jit, static_argnames=("block_size", "config"))

@@ -24,8 +24,9 @@ HIGHEST = lax.Precision.HIGHEST
 
 # The CPU compiler option a large full-covariance fit is compiled with (XLA's YNNPACK dot fusion off).
 CPU_DOT_OPTIONS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
-# Fits of fewer than ``Config.product_min_rows`` rows on a CPU: LLVM's optimisation level 1 instead of the default,
-# compilations 20-35% shorter for the same run time (PROFILE.md, twelfth session).
+# Opt-in for fits of fewer than ``Config.product_min_rows`` rows on a CPU: LLVM's optimisation level 1, float32
+# compilations 20-35% shorter for the same run time (PROFILE.md).  Not the default: a CI run that used it for every
+# small fit died once with a segmentation fault inside XLA's compiler, and float64 compilations gain nothing.
 SMALL_FIT_OPTIONS = (("xla_backend_optimization_level", "1"),)
 
 
@@ -47,7 +48,8 @@ class Config:
       product_min_rows: fewer rows than this: no product form (and no CPU compiler options).
       product_tol, product_tol_full: the product form is taken when its error bound is at most this (full: _full).
       cpu_dot_options: compiler options of large full-covariance fits on a CPU (() for none).
-      small_fit_options: compiler options of fits of fewer than ``product_min_rows`` rows on a CPU (() for none).
+      small_fit_options: compiler options of fits of fewer than ``product_min_rows`` rows on a CPU (default none;
+        ``SMALL_FIT_OPTIONS`` compiles float32 fits faster, see its comment).
       seed_small_d: k-means++ candidate potentials candidate-major up to this many features.
       bounds_min_rows: K-means algorithm 'auto' uses Hamerly's bounds on a CPU from this many rows.
       bounds_dense_fraction: a bounded iteration with more open points than this fraction takes one full pass.
@@ -68,7 +70,7 @@ class Config:
     product_tol: float = 1e-3
     product_tol_full: float = 3e-4
     cpu_dot_options: tuple = CPU_DOT_OPTIONS
-    small_fit_options: tuple = SMALL_FIT_OPTIONS
+    small_fit_options: tuple = ()
     seed_small_d: int = 8
     bounds_min_rows: int = 50_000
     bounds_dense_fraction: float = 0.5
@@ -126,10 +128,26 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def to_device(x, dtype=None) -> jax.Array:
+    """``x`` (array-like) as a JAX array of ``dtype`` (default: its own, canonicalised as ``jnp.asarray`` does).
+
+    Host data is transferred with ``jax.device_put``: ``jnp.asarray`` of a NumPy array runs a small compiled
+    program for every new shape, a transfer does not.  JAX arrays are returned as they are (cast when ``dtype``
+    differs) and traced values go through ``jnp.asarray``.
+    """
+    import numpy as np
+
+    if is_traced(x):
+        return jnp.asarray(x, dtype)
+    if isinstance(x, jax.Array):
+        return x if dtype is None or x.dtype == jnp.dtype(dtype) else x.astype(dtype)
+    return jax.device_put(np.asarray(x, dtype))
+
+
 def any_traced(*trees) -> bool:
     """Whether any leaf of ``trees`` is a tracer (nothing is padded or checked on the host there)."""
     return any(is_traced(a) for a in jax.tree.leaves(trees))
 
 
 __all__ = ["Config", "HIGHEST", "all_finite", "any_traced", "compiler_options_supported", "default_config",
-           "is_traced", "resolve_config"]
+           "is_traced", "resolve_config", "to_device"]

@@ -13,9 +13,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from gmm_jax.config import Config, all_finite, any_traced, compiler_options_supported, resolve_config
+from gmm_jax.config import Config, all_finite, any_traced, compiler_options_supported, resolve_config, to_device
 from gmm_jax.engine import em_pass, product_applies
 from gmm_jax.forms import data_extent
 from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, labelled_means, map_restarts, match_to_labels
@@ -208,7 +209,7 @@ FIT_STATICS = ("n_components", "covariance_type", "init", "max_iter", "block_siz
 
 def compiler_options(covariance_type: str, n: int, config: Config, traced: bool = False) -> tuple:
     """Compiler options (as sorted items) of a fit of this covariance type on ``n`` rows on a CPU: below
-    ``config.product_min_rows`` rows ``config.small_fit_options`` (shorter compilations), from there
+    ``config.product_min_rows`` rows ``config.small_fit_options`` (none by default), from there
     ``config.cpu_dot_options`` for full covariances (the matrix products then go to the default dot kernels, see
     PROFILE.md); only options this XLA knows; none on an accelerator or when ``traced`` (inside a caller's jit,
     whose compilation options are the caller's)."""
@@ -376,14 +377,14 @@ def fit(
     n = X.shape[0]
     X, w, mask, weighted = bucket_rows(X, w, traced, cfg.bucket_max_rows)  # nearby row counts share one program
     if labels is not None and X.shape[0] > n:  # padding rows: unknown labels (and weight 0)
-        labels = jnp.concatenate([labels, jnp.full((X.shape[0] - n,), -1, jnp.int32)])
+        labels = to_device(np.concatenate([np.asarray(labels), np.full((X.shape[0] - n,), -1, np.int32)]))
     bs = resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], n_restarts, cfg)
     statics = dict(n_components=n_components, covariance_type=covariance_type,
                    init=init if init_params is None else "explicit", max_iter=max_iter, block_size=bs,
                    init_block_size=resolve_block_size(block_size, X.shape[0], n_components, X.shape[1], config=cfg),
                    n_split=n_split, weighted=weighted, config=cfg, fixed=fixed, missing=missing is not None)
-    tol_a, reg_a = jnp.asarray(tol, X.dtype), jnp.asarray(reg_covar, X.dtype)
-    lb0 = None if init_lower_bound is None else jnp.asarray(check_lower_bound(init_lower_bound), X.dtype)
+    tol_a, reg_a = to_device(tol, X.dtype), to_device(reg_covar, X.dtype)
+    lb0 = None if init_lower_bound is None else to_device(check_lower_bound(init_lower_bound), X.dtype)
     if not with_progress:
         return fit_program(covariance_type, X.shape[0], cfg, traced)(keys, X, w, init_params, tol_a, reg_a, mask=mask,
                                                                      init_lower_bound=lb0, labels=labels, dof0=dof0,

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gmm_jax.config import Config, any_traced, resolve_config
+from gmm_jax.config import Config, any_traced, resolve_config, to_device
 from gmm_jax.density import about_reference_point, block_posteriors
 from gmm_jax.missing import impute_block, missing_posteriors
 from gmm_jax.params import GMMParams, cov_chol_from_prec_chol, is_student, n_parameters
@@ -215,7 +215,7 @@ def sample(key, params: GMMParams, n_samples: int, covariance_type: str = "full"
     if any_traced(key, params):
         return _sample(key, params, n_samples, covariance_type)
     X, labels = _sample(key, params, row_bucket(n_samples), covariance_type)
-    return jnp.asarray(np.asarray(X)[:n_samples]), jnp.asarray(np.asarray(labels)[:n_samples])
+    return to_device(np.asarray(X)[:n_samples]), to_device(np.asarray(labels)[:n_samples])
 
 
 @partial(jax.jit, static_argnames=("n_samples", "covariance_type"))
@@ -254,4 +254,4 @@ def sample_component(key, params: GMMParams, component, n_samples: int, covarian
     n_samples = check_positive_int(n_samples, "n_samples")
     params = model_params(params, covariance_type)
     check_component(component, params.means.shape[0])
-    return _sample_component(key, params, jnp.asarray(component, jnp.int32), n_samples, covariance_type)
+    return _sample_component(key, params, to_device(component, jnp.int32), n_samples, covariance_type)

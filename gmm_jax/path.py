@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gmm_jax.config import Config, any_traced, resolve_config
+from gmm_jax.config import Config, any_traced, resolve_config, to_device
 from gmm_jax.engine import stats_pass
 from gmm_jax.initialization import init_context, map_restarts
 from gmm_jax.lloyd import assign_block
@@ -186,9 +186,9 @@ def path_result(ks: tuple, out, covariance_type: str, d: int, total_w: float, do
 
     def trim(i, k):
         pc = params.prec_chol[i, best[i]] if covariance_type == "tied" else params.prec_chol[i, best[i], :k]
-        g = GMMParams(jnp.asarray(params.log_weights[i, best[i], :k]), jnp.asarray(params.means[i, best[i], :k]),
-                      jnp.asarray(pc))
-        return with_dof(g, jnp.asarray(params.dof[i, best[i], :k])) if student else g
+        g = GMMParams(to_device(params.log_weights[i, best[i], :k]), to_device(params.means[i, best[i], :k]),
+                      to_device(pc))
+        return with_dof(g, to_device(params.dof[i, best[i], :k])) if student else g
 
     trimmed = tuple(trim(i, k) for i, k in enumerate(ks))
     best_ll = ll[rows, best]

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax.config import HIGHEST
+from gmm_jax.config import HIGHEST, to_device
 from gmm_jax.params import GMMParams, from_covariances, log_det_prec_chol
 from gmm_jax.stats import SuffStats
 
@@ -81,7 +81,7 @@ def resolve_prior(prior: Prior, X, dtype) -> PriorArrays:
     if psi.shape != (d, d) or not np.allclose(psi, psi.T) or np.any(np.linalg.eigvalsh(psi) < 0):
         raise ValueError(f"prior covariance must be a number, a ({d},) or a symmetric positive semi-definite "
                          f"({d}, {d}) array")
-    return PriorArrays(*(jnp.asarray(a, dtype) for a in (alpha, kappa, m0, psi, n0)))
+    return PriorArrays(*(to_device(a, dtype) for a in (alpha, kappa, m0, psi, n0)))
 
 
 def map_m_step(stats: SuffStats, center, covariance_type: str, reg_covar, prior: PriorArrays) -> GMMParams:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gmm_jax.config import Config, any_traced, resolve_config
+from gmm_jax.config import Config, any_traced, resolve_config, to_device
 
 
 def default_block_size(n: int, n_components: int, n_features: int, n_restarts: int = 1, config: Config = None) -> int:
@@ -179,15 +179,15 @@ def pad_rows(X, sample_weight=None, max_rows: int = 16384):
     x = np.asarray(X)
     extra = rows - n
     mask = _row_mask(n, rows, x.dtype)
-    w = mask if sample_weight is None else jnp.asarray(
+    w = mask if sample_weight is None else to_device(
         np.concatenate([np.asarray(sample_weight, x.dtype), np.zeros((extra,), x.dtype)]))
-    return jnp.asarray(np.concatenate([x, np.broadcast_to(x[:1], (extra, x.shape[1]))])), w, mask, True
+    return to_device(np.concatenate([x, np.broadcast_to(x[:1], (extra, x.shape[1]))])), w, mask, True
 
 
 @functools.lru_cache(maxsize=64)
 def _row_mask(n: int, rows: int, dtype) -> jax.Array:
     """(rows,) 1 on the first n rows, 0 after (kept: a host-to-device copy less per call)."""
-    return jnp.asarray(np.concatenate([np.ones((n,), dtype), np.zeros((rows - n,), dtype)]))
+    return to_device(np.concatenate([np.ones((n,), dtype), np.zeros((rows - n,), dtype)]))
 
 
 def bucket_rows(X, sample_weight, traced: bool, max_rows: int = 16384):
@@ -208,7 +208,7 @@ def bucketed_rows(core, X, *args, max_rows: int = 16384):
         return core(X, *args)
     Xp, _, _, padded = pad_rows(X, None, max_rows)
     out = core(Xp, *args)
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[:X.shape[0]]), out) if padded else out
+    return jax.tree.map(lambda a: to_device(np.asarray(a)[:X.shape[0]]), out) if padded else out
 
 
 def map_blocks(fn, X, block_size: int):

@@ -15,9 +15,9 @@ functional API, whose precision is the traced arrays' (float64 only with ``jax_e
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 try:
@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("gmm_jax.sklearn needs scikit-learn: pip install 'gmm_jax[sklearn]'") from exc
 
 from gmm_jax import model
+from gmm_jax.config import to_device
 from gmm_jax.em import sufficient_stats
 from gmm_jax.initialization import initialize
 from gmm_jax.loop import fit as _fit
@@ -46,12 +47,27 @@ from gmm_jax.sklearn_kmeans import KMeans
 from gmm_jax.stats import m_step_covariances
 
 
+@partial(jax.jit, static_argnums=1)
+def _covariances_and_precisions(prec_chol, covariance_type):
+    """(covariances, precisions) of the Cholesky factors of the precisions, as one compiled program (eagerly, each
+    operation of the two would compile on its own for every new shape)."""
+    return (covariances_from_prec_chol(prec_chol, covariance_type),
+            precisions_from_prec_chol(prec_chol, covariance_type))
+
+
+def _log_weights(weights):
+    """Host log of the mixture weights (a zero weight gives -inf, without NumPy's warning)."""
+    with np.errstate(divide="ignore"):
+        return np.log(weights)
+
+
 def _report(res, verbose, interval):
     """What ``verbose`` prints after a fit: each restart's outcome, and (verbose >= 2) every ``interval``-th
     iteration's lower bound."""
-    for r in range(res.n_iter.shape[0]):
-        print(f"Initialization {r}: converged={bool(res.converged[r])} n_iter={int(res.n_iter[r])} "
-              f"log-likelihood={float(res.log_likelihood[r]):.6f}")
+    converged, n_iter, ll = (np.asarray(a) for a in (res.converged, res.n_iter, res.log_likelihood))
+    for r in range(n_iter.shape[0]):
+        print(f"Initialization {r}: converged={bool(converged[r])} n_iter={int(n_iter[r])} "
+              f"log-likelihood={float(ll[r]):.6f}")
         if verbose >= 2:
             tr = np.asarray(res.trace[r])
             for it in range(0, int(res.n_iter[r]), interval):
@@ -101,8 +117,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError(f"missing must be None or 'marginalize', got {self.missing!r}")
 
     def _params(self):
-        return GMMParams(jnp.log(jnp.asarray(self.weights_)), jnp.asarray(self.means_),
-                         jnp.asarray(self.precisions_cholesky_))
+        return GMMParams(to_device(_log_weights(self.weights_)), to_device(self.means_),
+                         to_device(self.precisions_cholesky_))
 
     def _family_options(self):
         """Extra options of ``gmm_jax.fit`` for this estimator's mixture family (none: Gaussian)."""
@@ -124,30 +140,30 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             base = initialize(restart_keys(key, 1)[0], X, self.n_components, covariance_type=self.covariance_type,
                               init=self.init_params, reg_covar=self.reg_covar, sample_weight=sample_weight)
         dt = X.dtype
-        return GMMParams(base.log_weights if w is None else jnp.log(jnp.asarray(w, dt)),
-                         base.means if m is None else jnp.asarray(m, dt),
+        return GMMParams(base.log_weights if w is None else to_device(_log_weights(np.asarray(w, dt))),
+                         base.means if m is None else to_device(m, dt),
                          base.prec_chol if p is None else
-                         prec_chol_from_precisions(jnp.asarray(p), self.covariance_type).astype(dt))
+                         prec_chol_from_precisions(to_device(p), self.covariance_type).astype(dt))
 
     def _set_parameters(self, params):
         """scikit-learn's hook: set (weights, means, covariances, precisions_cholesky) and the precisions."""
         self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = (np.asarray(a) for a in params)
-        self.precisions_ = np.asarray(precisions_from_prec_chol(jnp.asarray(self.precisions_cholesky_),
-                                                                self.covariance_type))
+        self.precisions_ = np.asarray(_covariances_and_precisions(to_device(self.precisions_cholesky_),
+                                                                  self.covariance_type)[1])
 
     def _initialize(self, X, resp):
         """scikit-learn's hook: the parameters estimated from responsibilities ``resp`` (n, K), the given
         ``*_init`` values taking their place."""
         X, resp = np.asarray(X), np.asarray(resp, X.dtype)
         with precision_of(X.dtype):
-            Xj = jnp.asarray(X)
-            center = jnp.asarray((resp.T @ X) / np.maximum(resp.sum(0), np.finfo(X.dtype).tiny)[:, None])
-            stats = sufficient_stats(Xj, jnp.asarray(resp), center, self.covariance_type)
+            Xj = to_device(X)
+            center = to_device((resp.T @ X) / np.maximum(resp.sum(0), np.finfo(X.dtype).tiny)[:, None])
+            stats = sufficient_stats(Xj, to_device(resp), center, self.covariance_type)
             weights, means, cov = m_step_covariances(stats, center, self.covariance_type, self.reg_covar)
             w, m, p = checked_inits(self.weights_init, self.means_init, self.precisions_init, resp.shape[1],
                                     X.shape[1], self.covariance_type)
             pc = (prec_chol_from_covariances(cov, self.covariance_type) if p is None
-                  else prec_chol_from_precisions(jnp.asarray(p), self.covariance_type))
+                  else prec_chol_from_precisions(to_device(p), self.covariance_type))
             self.weights_ = np.asarray(weights if w is None else w, X.dtype)
             self.means_ = np.asarray(means if m is None else m, X.dtype)
             self.covariances_ = np.asarray(cov if p is None else covariances_from_prec_chol(pc, self.covariance_type))
@@ -171,7 +187,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
         key = random_key(self.random_state)
-        Xj = jnp.asarray(X)
+        Xj = to_device(X)
         init = self._initial(Xj, key, sample_weight)  # checks the *_init values on every fit, as scikit-learn
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:  # continue from the fitted parameters, convergence measured from the last lower bound
@@ -196,15 +212,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         scikit-learn; with max_iter=0, when every bound is -inf, the last restart)."""
         lb = np.asarray(res.lower_bound)
         b = int(np.argmax(lb)) if np.isfinite(lb).any() else lb.shape[0] - 1
-        p = jax.device_get(jax.tree.map(lambda a: a[b], res.all_params))
+        p = jax.tree.map(lambda a: np.asarray(a)[b], res.all_params)  # on the host: no program per shape
         self.weights_ = np.exp(np.asarray(p.log_weights, np.float64)).astype(p.means.dtype)
         self.weights_ /= self.weights_.sum()
         self.means_ = np.asarray(p.means)
         self.precisions_cholesky_ = np.asarray(p.prec_chol)
-        self.covariances_ = np.asarray(covariances_from_prec_chol(jnp.asarray(p.prec_chol), self.covariance_type))
-        self.precisions_ = np.asarray(precisions_from_prec_chol(jnp.asarray(p.prec_chol), self.covariance_type))
-        self.converged_ = bool(res.converged[b])
-        self.n_iter_ = int(res.n_iter[b])
+        cov, prec = _covariances_and_precisions(to_device(p.prec_chol), self.covariance_type)
+        self.covariances_, self.precisions_ = np.asarray(cov), np.asarray(prec)
+        self.converged_ = bool(np.asarray(res.converged)[b])
+        self.n_iter_ = int(np.asarray(res.n_iter)[b])
         self.lower_bounds_ = [float(v) for v in np.asarray(res.trace[b])[: self.n_iter_]]
         self.lower_bound_ = float(lb[b])
         if hasattr(p, "dof"):
@@ -213,7 +229,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _check_X(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=FLOAT_DTYPES, reset=False, ensure_all_finite=self._finite())
-        return jnp.asarray(X, self.means_.dtype)
+        return to_device(X, self.means_.dtype)
 
     def _finite(self):
         """scikit-learn's ``ensure_all_finite``: NaN allowed with ``missing='marginalize'``."""
@@ -282,7 +298,7 @@ class StudentTMixture(GaussianMixture):
         return dict(family="student-t", dof=self.dof, fixed=("dof",))
 
     def _params(self):
-        return with_dof(super()._params(), jnp.asarray(self.dof_, self.means_.dtype))
+        return with_dof(super()._params(), to_device(self.dof_, self.means_.dtype))
 
     def _n_parameters(self):
         return super()._n_parameters() + (self.n_components if self.dof is None else 0)

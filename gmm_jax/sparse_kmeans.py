@@ -22,7 +22,7 @@ import numpy as np
 from jax import lax
 
 from gmm_jax.clustering import KMeansResult, best_restart, lloyd_restarts
-from gmm_jax.config import Config, resolve_config
+from gmm_jax.config import Config, resolve_config, to_device
 from gmm_jax.lloyd import finish_step, lloyd_state, relocate_empty, run_lloyd
 from gmm_jax.rows import row_bucket
 from gmm_jax.seeding import first_index, random_rows, sample_index, uniform_bits
@@ -96,9 +96,9 @@ def sparse_rows(X, n_clusters: int = 8, name: str = "X", scratch_elements: int =
     # product or sum; never read as part of a row), so that data with nearby entry counts share one program
     extra = -(-bucket // chunk) * chunk - csr.nnz
     cols = np.concatenate([csr.indices.astype(np.int32), np.zeros(extra, np.int32)])
-    return SparseRows(jnp.asarray(np.concatenate([data, np.zeros(extra, dtype)])), jnp.asarray(cols),
-                      jnp.asarray(np.concatenate([rows, np.zeros(extra, np.int32)])),
-                      jnp.asarray(indptr.astype(np.int32)), jnp.asarray(sq)), shape
+    return SparseRows(to_device(np.concatenate([data, np.zeros(extra, dtype)])), to_device(cols),
+                      to_device(np.concatenate([rows, np.zeros(extra, np.int32)])),
+                      to_device(indptr.astype(np.int32)), to_device(sq)), shape
 
 
 def sparse_dots(S: SparseRows, centers, shape: SparseShape) -> jax.Array:
@@ -271,7 +271,7 @@ def sparse_center_distances(X, centers) -> jax.Array:
 
 
 def _check_centers(centers, shape: SparseShape, dtype):
-    c = jnp.asarray(centers, dtype)
+    c = to_device(centers, dtype)
     if c.ndim != 2 or c.shape[1] != shape.n_features:
         raise ValueError(f"X has {shape.n_features} features, but the centres have shape {c.shape}")
     return c

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax.config import Config, all_finite, resolve_config
+from gmm_jax.config import Config, all_finite, resolve_config, to_device
 from gmm_jax.density import reference_point
 from gmm_jax.engine import em_pass, product_applies
 from gmm_jax.forms import data_extent
@@ -84,7 +84,7 @@ def _batch(xb, i: int, d: int, dtype, check_values: bool):
         raise ValueError(f"batch {i} must be 2-D (rows, features), got shape {np.shape(xb)}")
     if np.shape(xb)[1] != d:
         raise ValueError(f"batch {i} has {np.shape(xb)[1]} features, but the initial parameters have {d}")
-    return jnp.asarray(xb, dtype)
+    return to_device(xb, dtype)
 
 
 class StreamResult(NamedTuple):

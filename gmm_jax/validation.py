@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax.config import all_finite, is_traced
+from gmm_jax.config import all_finite, is_traced, to_device
 from gmm_jax.params import COVARIANCE_TYPES, GMMParams, StudentTParams, check_covariance_type, prec_chol_shape
 from gmm_jax.stats import FIXABLE
 
@@ -55,7 +55,7 @@ def as_data(X, name: str = "X", allow_nan: bool = False):
                 bad = np.argwhere(np.isinf(arr))[0]
                 raise ValueError(f"{name} contains infinity (first at row {bad[0]}, column {bad[1]}); NaN marks a "
                                  "missing value")
-            return jnp.asarray(arr)
+            return to_device(arr)
     if is_traced(X):
         if X.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
@@ -94,7 +94,7 @@ def as_data(X, name: str = "X", allow_nan: bool = False):
         if not np.all(np.isfinite(chunk)):
             bad = np.argwhere(~np.isfinite(chunk))[0]
             raise ValueError(f"{name} contains NaN or infinity (first at row {start + bad[0]}, column {bad[1]})")
-    return jnp.asarray(arr)
+    return to_device(arr)
 
 
 def as_sample_weight(sample_weight, n: int, dtype):
@@ -111,7 +111,7 @@ def as_sample_weight(sample_weight, n: int, dtype):
         raise ValueError("sample_weight must be non-negative")
     if not np.sum(w) > 0:
         raise ValueError("sample_weight sums to zero")
-    return jnp.asarray(w.astype(dtype))
+    return to_device(w.astype(dtype))
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -161,7 +161,7 @@ def validate_params(params: GMMParams, covariance_type: str, n_components: int, 
     Traced parameters get the shape checks only.  ``name`` is how error messages call them."""
     _check_params_shapes(params, covariance_type, n_components, n_features, name)
     if any(is_traced(p) for p in params):
-        return type(params)(*(jnp.asarray(p, dtype) for p in params))
+        return type(params)(*(to_device(p, dtype) for p in params))
     lw = np.asarray(params.log_weights, dtype=np.float64)
     means = np.asarray(params.means, dtype=np.float64)
     pc = np.asarray(params.prec_chol, dtype=np.float64)
@@ -180,12 +180,12 @@ def validate_params(params: GMMParams, covariance_type: str, n_components: int, 
             raise ValueError(f"{name}.prec_chol has a non-positive diagonal: the covariance is not positive definite")
     elif np.any(pc <= 0):
         raise ValueError(f"{name}.prec_chol must be positive: the covariance is not positive definite")
-    out = GMMParams(jnp.asarray(lw, dtype), jnp.asarray(means, dtype), jnp.asarray(pc, dtype))
+    out = GMMParams(to_device(lw, dtype), to_device(means, dtype), to_device(pc, dtype))
     if isinstance(params, StudentTParams):
         dof = np.asarray(params.dof, dtype=np.float64)
         if not np.all(np.isfinite(dof) & (dof > 0)):
             raise ValueError(f"{name}.dof must be positive and finite")
-        return StudentTParams(*out, jnp.asarray(dof, dtype))
+        return StudentTParams(*out, to_device(dof, dtype))
     return out
 
 
@@ -260,7 +260,7 @@ def check_labels(labels, n: int, n_components: int, unknown: bool = False):
     if np.shape(labels) != (n,):
         raise ValueError(f"labels must have shape ({n},) (one per row of X), got {np.shape(labels)}")
     if is_traced(labels):
-        return jnp.asarray(labels, jnp.int32)
+        return to_device(labels, jnp.int32)
     lab = np.asarray(labels)
     if not (np.issubdtype(lab.dtype, np.integer) or (np.issubdtype(lab.dtype, np.floating) and np.all(lab == np.round(lab)))):
         raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
@@ -268,7 +268,7 @@ def check_labels(labels, n: int, n_components: int, unknown: bool = False):
     if n and (lab.min() < low or lab.max() >= n_components):
         what = f"in [0, {n_components})" + (" or -1 (unknown)" if unknown else "")
         raise ValueError(f"labels must be {what}, got values from {lab.min()} to {lab.max()}")
-    return jnp.asarray(lab.astype(np.int32))
+    return to_device(lab.astype(np.int32))
 
 
 FAMILIES = ("gaussian", "student-t")
@@ -288,7 +288,7 @@ def check_dof(dof, n_components: int, dtype):
         raise ValueError(f"dof must be a number or have shape ({n_components},), got shape {a.shape}")
     if not np.all(np.isfinite(a) & (a > 0)):
         raise ValueError(f"dof must be positive and finite, got {dof!r}")
-    return jnp.asarray(np.broadcast_to(a, (n_components,)), dtype)
+    return to_device(np.broadcast_to(a, (n_components,)), dtype)
 
 
 def check_fixed(fixed, family: str = "gaussian") -> tuple:
@@ -330,7 +330,7 @@ def check_init_centers(init, n_clusters: int, n_features: int, dtype):
         raise ValueError(f"init centres must have shape ({n_clusters}, {n_features}), got {c.shape}")
     if not np.all(np.isfinite(c)):
         raise ValueError("init centres contain NaN or infinity")
-    return jnp.asarray(c.astype(dtype))
+    return to_device(c.astype(dtype))
 
 
 __all__ = ["COVARIANCE_TYPES", "INITS"]

@@ -18,15 +18,15 @@ CFG = Config()  # the CPU defaults
 
 def test_cpu_compiler_options_keep_the_fit():
     """On a CPU, full-covariance fits from ``Config.product_min_rows`` rows are compiled with XLA's YNNPACK dot fusion
-    off and smaller fits with LLVM optimisation level 1 (where this XLA has the options): the same fits as the
-    default compilation (float64, 1e-10), separate compiled programs; none inside a caller's jit, for large fits of
-    the other types, or without options."""
-    from gmm_jax.config import compiler_options_supported
+    off and, when asked for, smaller fits with LLVM optimisation level 1 (where this XLA has the options): the same
+    fits as the default compilation (float64, 1e-10), separate compiled programs; none inside a caller's jit, for
+    large fits of the other types, or without options (small fits by default)."""
+    from gmm_jax.config import SMALL_FIT_OPTIONS, compiler_options_supported
     from gmm_jax.loop import FIT_STATICS, fit_body, fit_program, key_input, program
 
     base = program(fit_body, FIT_STATICS, ())
-    cfg = Config(product_min_rows=100)  # a configuration value: no module is patched
-    small_cfg = Config(product_min_rows=1000)  # the 120 rows below are then a small fit
+    cfg = Config(product_min_rows=100, small_fit_options=SMALL_FIT_OPTIONS)  # a value: no module is patched
+    small_cfg = Config(product_min_rows=1000, small_fit_options=SMALL_FIT_OPTIONS)  # 120 rows: a small fit
     X, _ = make_blobs(seed=41, n_per=40, d=5)
     key = jax.random.key(6)
     keys, _, n_split = key_input(key, 1)
@@ -42,7 +42,7 @@ def test_cpu_compiler_options_keep_the_fit():
     assert fit_program("full", 120, cfg, traced=True) is base and fit_program("full", 99, cfg, traced=True) is base
     assert fit_program("diag", 120, cfg) is base and fit_program("tied", 120, cfg) is base
     assert fit_program("full", 120, Config(product_min_rows=100, cpu_dot_options=())) is base
-    assert fit_program("full", 99, Config(product_min_rows=100, small_fit_options=())) is base
+    assert fit_program("full", 99, Config(product_min_rows=100)) is base
 
 
 @pytest.mark.parametrize("d", [1, 3, 4, 6])
