@@ -1,6 +1,8 @@
 """Test configuration: float64 is enabled for the numerical oracles; float32 tests pass float32 arrays
 explicitly (gmm_jax keeps the input's dtype)."""
 
+import gc
+
 import jax
 import numpy as np
 import pytest
@@ -39,6 +41,17 @@ def random_params(rng, k, d, covariance_type, dtype=np.float64):
         cov = rng.uniform(0.5, 2.0, size=(k,))
     p = gmm_jax.from_covariances(w.astype(dtype), means.astype(dtype), cov.astype(dtype), covariance_type)
     return p, cov
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Every compiled program keeps a few memory mappings for its code, and JAX's caches keep every program alive.
+    A test worker compiles thousands over a run; past the kernel's limit (vm.max_map_count, 65530 mappings) XLA's
+    compiler dies with a segmentation fault (two runs did, one in CI).  Dropping the caches after each test file
+    releases them; no file shares many programs with another."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(params=COV_TYPES)

@@ -47,6 +47,21 @@ def pytest_runtest_setup(item):
 
 def pytest_runtest_teardown(item):
     _current["nodeid"] = None
+    _release_compiled_programs()
+
+
+def _release_compiled_programs(limit: int = 20000):
+    """Drop JAX's caches once this process holds ``limit`` memory mappings: each compiled program keeps a few, and
+    past the kernel's limit (vm.max_map_count, 65530) XLA's compiler dies with a segmentation fault."""
+    try:
+        with open("/proc/self/maps") as f:
+            n = sum(1 for _ in f)
+    except OSError:
+        return
+    if n > limit:
+        import jax
+
+        jax.clear_caches()
 
 
 def pytest_runtest_logreport(report):

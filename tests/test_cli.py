@@ -108,7 +108,8 @@ def test_demo_quick_writes_report(tmp_path):
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "K-means vs GMM" in report and "| full |" in report
     assert "Choosing K" in report and "Student-t mixture" in report
-    for png in ("traces.png", "bic.png", "heavy_tails.png", "ellipses.png", "samples.png"):
+    assert "interpolate" in report and "q(c | x)" in report
+    for png in ("traces.png", "bic.png", "heavy_tails.png", "ellipses.png", "samples.png", "vae_latent.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
 
 

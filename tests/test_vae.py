@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 from sklearn.metrics import adjusted_rand_score
 
@@ -72,6 +73,15 @@ def test_generation_is_deterministic_with_right_shapes():
     np.testing.assert_array_equal(a, b)
     assert m.generate(jax.random.key(3), jnp.arange(3), 4).shape == (3, 4, 10)
     assert float(a.min()) >= 0 and float(a.max()) <= 1  # Bernoulli means
+    from gmm_jax.vae import interpolate
+
+    path = interpolate(m, 0, 2, 5)  # decoded means from component 0's mean to component 2's
+    assert path.shape == (5, 10)
+    np.testing.assert_allclose(path[0], m.mean_image(m.prior_means[...][0]), rtol=1e-6)
+    np.testing.assert_allclose(path[-1], m.mean_image(m.prior_means[...][2]), rtol=1e-6)
+    np.testing.assert_allclose(path[2], m.mean_image(m.prior_means[...][[0, 2]].mean(0)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="component"):
+        interpolate(m, 0, 3)
 
 
 def test_labels_in_the_elbo_and_the_supervised_prior_at_initialisation():
@@ -124,3 +134,80 @@ def test_semi_supervised_training_names_the_components_and_the_epoch_is_one_prog
     np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_heldout_selection_early_stopping_warmup_and_exact_save_load(tmp_path):
+    """With held-out data the model ends at the logged epoch of highest held-out ELBO, training stops after
+    ``patience`` evaluations without improvement, KL warm-up compiles no new program per beta, train_best keeps the
+    initialisation of highest held-out ELBO, and save/load round-trips every parameter bit for bit."""
+    from gmm_jax.vae import heldout_elbo, load, optimizer, save, train_best, train_epoch
+
+    X, _ = _synthetic(seed=5, n=300)
+    Xtr, Xval = X[:60], X[240:]  # few training points: the held-out ELBO soon stops improving
+
+    def build(rngs):
+        return GMMVAE(10, 2, 3, hidden=(16,), likelihood="gaussian", rngs=rngs)
+
+    m = build(nnx.Rngs(0))
+    logs = train(m, jax.random.key(3), Xtr, pretrain_epochs=2, epochs=16, batch_size=60, log_every=1, lr=0.05,
+                 X_val=Xval, patience=2, kl_warmup=4)
+    scores = [lg.heldout_elbo for lg in logs if lg.phase == "elbo"]
+    assert all(np.isfinite(scores)) and all(np.isnan(lg.heldout_elbo) for lg in logs if lg.phase == "pretrain")
+    best = int(np.argmax(scores))
+    assert len(scores) < 16 and len(scores) - 1 - best == 2  # stopped by patience, two evaluations after the best
+    graphdef, state = nnx.split(m)
+    assert float(heldout_elbo(graphdef, state, jnp.asarray(Xval))) == scores[best]  # ends at the best epoch
+    tx = optimizer(0.05)
+    n_programs = train_epoch._cache_size()
+    train_epoch(graphdef, state, tx.init(state), jax.random.key(0), jnp.asarray(Xtr), None, tx, 60, pretrain=False,
+                beta=jnp.float32(0.3))  # the arguments of train's ELBO epochs, another beta
+    assert train_epoch._cache_size() == n_programs  # a new warm-up factor reuses the compiled epoch
+
+    model, init_scores, best_logs = train_best(build, jax.random.key(4), Xtr, Xval, n_init=2, pretrain_epochs=2,
+                                               epochs=3, batch_size=60, log_every=1)
+    graphdef, state = nnx.split(model)
+    assert len(init_scores) == 2 and float(heldout_elbo(graphdef, state, jnp.asarray(Xval))) == max(init_scores)
+    assert best_logs[-1].phase == "elbo"
+
+    save(model, tmp_path / "vae.npz")
+    loaded = load(tmp_path / "vae.npz")
+    a, b = nnx.to_flat_state(nnx.state(model)), nnx.to_flat_state(nnx.state(loaded))
+    assert [p for p, _ in a] == [p for p, _ in b]
+    for (_, u), (_, v) in zip(a, b):
+        assert u.get_value().dtype == v.get_value().dtype
+        np.testing.assert_array_equal(u.get_value(), v.get_value())
+    np.testing.assert_array_equal(loaded.cluster_proba(jnp.asarray(Xval)), model.cluster_proba(jnp.asarray(Xval)))
+    assert loaded.likelihood == "gaussian" and loaded.hidden == (16,)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not a GMM-VAE"):
+        load(tmp_path / "other.npz")
+
+
+def test_continuous_bernoulli_is_normalised_with_the_stated_mean():
+    """exp(log C(eta) - BCE(eta, x)) integrates to 1 over [0, 1] and its mean is continuous_bernoulli_mean, for
+    logits near 0 (the series branch) and far from it (float64, SciPy quadrature); the model's mean image lies in
+    [0, 1] and its log-likelihood is the sum of those log-densities."""
+    import optax
+    from scipy import integrate
+
+    from gmm_jax.vae import continuous_bernoulli_log_norm, continuous_bernoulli_mean
+
+    for eta in (-25.0, -2.0, -0.003, 0.0, 0.008, 0.6, 7.0):
+        e = jnp.float64(eta)
+
+        def density(x, e=e):
+            return float(jnp.exp(continuous_bernoulli_log_norm(e) - optax.sigmoid_binary_cross_entropy(e, x)))
+
+        z = integrate.quad(density, 0.0, 1.0, epsabs=1e-12, epsrel=1e-12)[0]
+        mean = integrate.quad(lambda x: x * density(x), 0.0, 1.0, epsabs=1e-12, epsrel=1e-12)[0]
+        assert abs(z - 1.0) < 1e-7, (eta, z)
+        assert abs(mean - float(continuous_bernoulli_mean(e))) < 1e-7, (eta, mean)
+    m = GMMVAE(10, 2, 3, hidden=(16,), likelihood="continuous_bernoulli", rngs=nnx.Rngs(0))
+    img = m.generate(jax.random.key(0), 1, 6)
+    assert float(img.min()) >= 0 and float(img.max()) <= 1
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 10)), jnp.float32)
+    out = m.decode(m.encode(x)[0])
+    expected = jnp.sum(continuous_bernoulli_log_norm(out) - optax.sigmoid_binary_cross_entropy(out, x), axis=-1)
+    np.testing.assert_allclose(m.log_likelihood(x, out), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="likelihood"):
+        GMMVAE(10, 2, 3, likelihood="poisson", rngs=nnx.Rngs(0))
