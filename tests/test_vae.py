@@ -79,7 +79,7 @@ def test_generation_is_deterministic_with_right_shapes():
     assert path.shape == (5, 10)
     np.testing.assert_allclose(path[0], m.mean_image(m.prior_means[...][0]), rtol=1e-6)
     np.testing.assert_allclose(path[-1], m.mean_image(m.prior_means[...][2]), rtol=1e-6)
-    np.testing.assert_allclose(path[2], m.mean_image(m.prior_means[...][[0, 2]].mean(0)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(path[2], m.mean_image(m.prior_means[...][jnp.array([0, 2])].mean(0)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="component"):
         interpolate(m, 0, 3)
 
