@@ -2,22 +2,10 @@
 explicitly (gmm_jax keeps the input's dtype)."""
 
 import gc
-import os
-import shutil
-import tempfile
 
-# One persistent compilation cache for the whole run, set before JAX is imported so that the pytest-xdist workers
-# and every subprocess a test starts (command line, demo, scikit-learn's suites, the multi-device workers) inherit
-# it: a program compiled once is loaded, not compiled again, in another file, worker or process.  A fresh
-# directory per run (removed at the end), so nothing outside the run is reused.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gmm_jax_test_cache_")
-    os.environ["GMM_JAX_TEST_CACHE_OWNER"] = str(os.getpid())
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import numpy as np
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 
@@ -86,7 +74,3 @@ def pytest_collection_modifyitems(session, config, items):
 
     items.sort(key=rank)  # stable: the order within a file is kept
 
-
-def pytest_unconfigure(config):
-    if os.environ.get("GMM_JAX_TEST_CACHE_OWNER") == str(os.getpid()):  # the process that made the directory
-        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
