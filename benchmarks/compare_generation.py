@@ -107,6 +107,12 @@ def gmm_rows(key, Xtr, ytr, Xte, yte, feat, clf_real):
                              Xtr, ytr, Xte, yte, feat, clf_real,
                              f"{float(gmm_jax.score(Ate, p)):.1f} (log-density, {space})")
             out.append((dict(r, seconds=seconds), s, mp))
+            if supervised and decoder is None:  # diagnostic: every sample at its class mean (no spread at all)
+                means = np.repeat(np.asarray(p.means)[:, None], PER, axis=1)
+                r, mp = evaluate("GMM pixels (supervised, class means only)", np.asarray(gmm_jax.predict(Atr, p)),
+                                 np.asarray(gmm_jax.predict(Ate, p)), means, Xtr, ytr, Xte, yte, feat, clf_real,
+                                 "(the supervised model's)")
+                out.append((dict(r, seconds=seconds), means, mp))
     return out
 
 

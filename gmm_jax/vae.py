@@ -14,7 +14,7 @@ Only the reconstruction term is estimated (one reparameterised sample); the rest
 known recipe against collapse: autoencoder pre-training, then the prior initialised by gmm_jax's own EM on the
 latent means, then joint ELBO training; the number of non-empty clusters and the prior's entropy are logged, and
 with held-out data the held-out ELBO selects the epoch (early stopping) and, in :func:`train_best`, the
-initialisation.  :func:`save` / :func:`load` round-trip a trained model exactly.
+initialisation.  :func:`gmm_jax.vae_io.save` / :func:`gmm_jax.vae_io.load` round-trip a trained model exactly.
 
 Likelihoods: 'bernoulli' (the classic choice for [0, 1] data, although grey levels are not binary), 'continuous_bernoulli'
 (the normalised density on [0, 1] with the same logits, Loaiza-Ganem & Cunningham 2019: log C(eta) =
@@ -24,11 +24,8 @@ log(eta / tanh(eta / 2)) is added per pixel) and 'gaussian' (a learned variance 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 import sys
-import tempfile
 from functools import partial
 from typing import NamedTuple
 
@@ -403,50 +400,3 @@ def train_best(build, key, X, X_val, labels=None, *, n_init=3, **train_kwargs):
         if scores[-1] == max(scores):
             best, best_logs = model, logs
     return best, scores, best_logs
-
-
-_CONFIG_KEY = "__gmm_vae_config__"
-
-
-def save(model: GMMVAE, path) -> None:
-    """Write ``model`` (its constructor arguments and every array of its ``nnx`` state) to ``path`` as a NumPy
-    ``.npz`` archive; :func:`load` rebuilds an equal model.  The file is written whole or not at all (a temporary
-    file in the same directory, then renamed)."""
-    arrays = {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}
-    config = dict(n_features=model.n_features, n_latent=model.n_latent, n_components=model.n_components,
-                  hidden=list(model.hidden), likelihood=model.likelihood)
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **{_CONFIG_KEY: np.array(json.dumps(config))})
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def load(path) -> GMMVAE:
-    """The model :func:`save` wrote to ``path`` (every parameter bit for bit).
-
-    Raises:
-      ValueError: the file is not a saved GMM-VAE, or an array is missing or has another shape or dtype.
-    """
-    with np.load(os.fspath(path), allow_pickle=False) as f:
-        if _CONFIG_KEY not in f.files:
-            raise ValueError(f"{path} is not a GMM-VAE saved by gmm_jax.vae.save (no {_CONFIG_KEY} entry)")
-        config = json.loads(str(f[_CONFIG_KEY]))
-        model = GMMVAE(config["n_features"], config["n_latent"], config["n_components"], tuple(config["hidden"]),
-                       config["likelihood"], rngs=nnx.Rngs(0))
-        state = nnx.state(model)
-        for p, v in nnx.to_flat_state(state):
-            name = "/".join(map(str, p))
-            if name not in f.files:
-                raise ValueError(f"{path}: no array for parameter {name}")
-            a = f[name]
-            if a.shape != v.get_value().shape or a.dtype != v.get_value().dtype:
-                raise ValueError(f"{path}: parameter {name} has shape {a.shape} and dtype {a.dtype}, the model "
-                                 f"needs {v.get_value().shape} and {v.get_value().dtype}")
-            v.set_value(jnp.asarray(a))
-    nnx.update(model, state)
-    return model

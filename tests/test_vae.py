@@ -140,7 +140,8 @@ def test_heldout_selection_early_stopping_warmup_and_exact_save_load(tmp_path):
     """With held-out data the model ends at the logged epoch of highest held-out ELBO, training stops after
     ``patience`` evaluations without improvement, KL warm-up compiles no new program per beta, train_best keeps the
     initialisation of highest held-out ELBO, and save/load round-trips every parameter bit for bit."""
-    from gmm_jax.vae import heldout_elbo, load, optimizer, save, train_best, train_epoch
+    from gmm_jax.vae import heldout_elbo, optimizer, train_best, train_epoch
+    from gmm_jax.vae_io import load, save
 
     X, _ = _synthetic(seed=5, n=300)
     Xtr, Xval = X[:60], X[240:]  # few training points: the held-out ELBO soon stops improving
