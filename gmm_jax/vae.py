@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from gmm_jax.config import to_device
 from gmm_jax.density import known_labels
 
 
@@ -265,7 +266,7 @@ def _diagnostics(model, X):
 def _checked_data(model, X, name):
     from gmm_jax.validation import as_data
 
-    X = jnp.asarray(as_data(X, name), jnp.float32)
+    X = to_device(as_data(X, name), np.float32)
     if X.shape[1] != model.n_features:
         raise ValueError(f"{name} has {X.shape[1]} features, but the model was built for n_features={model.n_features}")
     if model.likelihood != "gaussian" and not bool(jnp.all((X >= 0) & (X <= 1))):
@@ -391,12 +392,13 @@ def train_best(build, key, X, X_val, labels=None, *, n_init=3, **train_kwargs):
     from gmm_jax.validation import check_positive_int
 
     check_positive_int(n_init, "n_init")
-    best, scores, best_logs = None, [], None
+    best, scores, best_logs, val = None, [], None, None
     for i, k in enumerate(jax.random.split(key, n_init)):
         model = build(nnx.Rngs(i))
         logs = train(model, k, X, labels, X_val=X_val, **train_kwargs)
+        val = _checked_data(model, X_val, "X_val") if val is None else val  # validated once
         graphdef, state = nnx.split(model)
-        scores.append(float(heldout_elbo(graphdef, state, _checked_data(model, X_val, "X_val"))))
+        scores.append(float(heldout_elbo(graphdef, state, val)))
         if scores[-1] == max(scores):
             best, best_logs = model, logs
     return best, scores, best_logs
