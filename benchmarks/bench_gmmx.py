@@ -1,7 +1,7 @@
 """gmm_jax against gmmx (PyPI ``gmmx``, 0.7) on gmmx's own benchmark cell, same initial parameters.
 
     pip install -e ".[bench]"        # installs gmmx
-    python benchmarks/bench_gmmx.py [--n 65536] [--d 32] [--k 64] [--iters 20] [--gmm-jax-precision default]
+    python benchmarks/bench_gmmx.py [--n 65536] [--d 32] [--k 64] [--iters 20] [--gmm-jax-precision default|bfloat16]
 
 Both run exactly ``iters`` EM iterations (tol=0, full covariances, float32) from the same initial parameters
 (gmm_jax's k-means++ initialisation); compile excluded (each is run once first), best of 3; each library runs
@@ -30,23 +30,10 @@ from _common import best_time, machine_description, print_table, write_json  # n
 import gmm_jax  # noqa: E402
 
 
-def _use_default_precision():
-    """An experiment, not a library option: make gmm_jax's matrix products use JAX's default precision instead of
-    ``Precision.HIGHEST`` (the modules read their ``HIGHEST`` constant when a function is traced), as gmmx does.
-    On NVIDIA GPUs that is TF32 for float32; on a CPU it changes nothing."""
-    from jax import lax
-
-    for name, module in list(sys.modules.items()):  # every gmm_jax module that imported the constant
-        if name.startswith("gmm_jax") and hasattr(module, "HIGHEST"):
-            module.HIGHEST = lax.Precision.DEFAULT
-
-
 def _child(lib, path, iters, repeats, precision="highest"):
     """Time one library in this (child) process; prints one JSON line."""
     import json
 
-    if lib == "gmm_jax" and precision == "default":
-        _use_default_precision()
     z = np.load(path)
     Xj = jax.device_put(z["X"])
     k = z["means"].shape[0]
@@ -54,7 +41,8 @@ def _child(lib, path, iters, repeats, precision="highest"):
         p0 = gmm_jax.GMMParams(jnp.asarray(z["log_weights"]), jnp.asarray(z["means"]), jnp.asarray(z["prec_chol"]))
 
         def fn():
-            r = gmm_jax.fit(jax.random.key(0), Xj, k, init_params=p0, max_iter=iters, tol=0.0)
+            r = gmm_jax.fit(jax.random.key(0), Xj, k, init_params=p0, max_iter=iters, tol=0.0,
+                            config=gmm_jax.Config(accelerator=jax.default_backend() != "cpu", precision=precision))
             r.params.means.block_until_ready()
             return np.asarray(r.params.means), np.exp(np.asarray(r.params.log_weights)), int(r.n_iter[0])
     else:
@@ -137,10 +125,10 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600, help="seconds allowed to each library's process")
-    ap.add_argument("--gmm-jax-precision", choices=("highest", "default"), default="highest",
-                    help="experiment: 'default' runs gmm_jax's products at JAX's default precision (TF32 on NVIDIA "
-                         "GPUs, as gmmx), to measure how much of a gap precision explains; the library always uses "
-                         "'highest'")
+    ap.add_argument("--gmm-jax-precision", choices=("highest", "default", "bfloat16"), default="highest",
+                    help="gmm_jax's Config.precision: 'default' multiplies in TF32 on NVIDIA GPUs, as gmmx does "
+                         "(reduced-precision iterations while their error bound allows, gmm_jax.precision); "
+                         "nothing changes on a CPU")
     ap.add_argument("--child", nargs=2, metavar=("LIB", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "gmmx.json"))
     args = ap.parse_args(argv)

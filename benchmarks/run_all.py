@@ -45,7 +45,7 @@ def commands(args, out):
     gmmx = ["--n", "8192"] if args.quick else []
     timeout = ["--timeout", "600" if args.gpu else "150"]
     cmds["gmmx"] = py + [f"{HERE}/bench_gmmx.py", "--out", f"{out}/gmmx.json"] + timeout + gmmx
-    # an experiment for GPUs: gmm_jax's products at JAX's default precision (TF32), as gmmx's
+    # GPUs: gmm_jax with Config(precision='default') (TF32 products, as gmmx's)
     cmds["gmmx_tf32"] = py + [f"{HERE}/bench_gmmx.py", "--gmm-jax-precision", "default",
                               "--out", f"{out}/gmmx_tf32.json"] + timeout + gmmx
     sizes = ["--sizes", "100000", "1000000"] if args.quick else []

@@ -28,6 +28,8 @@ CPU_DOT_OPTIONS = (("xla_cpu_experimental_ynn_fusion_type", ""),)
 # compilations 20-35% shorter for the same run time (PROFILE.md).  Not the default: a CI run that used it for every
 # small fit died once with a segmentation fault inside XLA's compiler, and float64 compilations gain nothing.
 SMALL_FIT_OPTIONS = (("xla_backend_optimization_level", "1"),)
+# Precision modes of the EM loop's products (gmm_jax.precision)
+PRECISIONS = ("highest", "default", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,11 @@ class Config:
       bounds_min_rows: K-means algorithm 'auto' uses Hamerly's bounds on a CPU from this many rows.
       bounds_dense_fraction: a bounded iteration with more open points than this fraction takes one full pass.
       cache_min_features: the bounded iteration caches its open rows from this many features.
+      precision: the EM loop's products, 'highest' (full precision), 'default' (the accelerator's fast float32
+        products: TF32 on NVIDIA GPUs) or 'bfloat16' (bfloat16 operands, float32 sums); float32 data on an
+        accelerator only, see :mod:`gmm_jax.precision`.
+      precision_tol: reduced-precision iterations run while their error bound is at most this, then full precision.
+      emulate_precision: round the reduced modes' operands on any backend (a CPU then shows their accuracy).
       small_div, append_div: the bounded iteration's last chunk and cache appends in pieces of 1/small_div and
         1/append_div chunk.
     """
@@ -77,11 +84,16 @@ class Config:
     cache_min_features: int = 32
     small_div: int = 4
     append_div: int = 16
+    precision: str = "highest"
+    precision_tol: float = 1.0
+    emulate_precision: bool = False
 
     def __post_init__(self):
         if isinstance(self.bucket_max_rows, bool) or not isinstance(self.bucket_max_rows, int) or not (
                 0 <= self.bucket_max_rows <= 16384):
             raise ValueError(f"bucket_max_rows must be an integer in [0, 16384], got {self.bucket_max_rows!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("cpu_dot_options", "small_fit_options"):
             if not isinstance(getattr(self, name), tuple):
                 raise ValueError(f"{name} must be a tuple of (name, value) pairs, got {getattr(self, name)!r}")
@@ -149,5 +161,5 @@ def any_traced(*trees) -> bool:
     return any(is_traced(a) for a in jax.tree.leaves(trees))
 
 
-__all__ = ["Config", "HIGHEST", "all_finite", "any_traced", "compiler_options_supported", "default_config",
+__all__ = ["Config", "HIGHEST", "PRECISIONS", "all_finite", "any_traced", "compiler_options_supported", "default_config",
            "is_traced", "resolve_config", "to_device"]

@@ -23,6 +23,7 @@ from jax.scipy.special import gammaln, logsumexp
 
 from gmm_jax.config import HIGHEST
 from gmm_jax.params import GMMParams, is_student, log_det_prec_chol, prec_chol_shape
+from gmm_jax.precision import EXACT, PassPrecision
 from gmm_jax.stats import block_stats
 
 
@@ -49,17 +50,18 @@ def log_prob_factors(params: GMMParams, covariance_type: str):
     return params.prec_chol, params.means, const
 
 
-def block_log_prob(xs, factors, covariance_type: str):
+def block_log_prob(xs, factors, covariance_type: str, precision: PassPrecision = EXACT):
     """Gaussian log-densities of a block of shifted points ``xs`` (B, D): (K, B) for full and tied covariances,
     (B, K) for diagonal and spherical ones (see :func:`component_major`).
 
     Full: ``(x - mu_k) U_k = x U_k - mu_k U_k``, every component's whitened residual from one (K D, D) x (D, B)
     product; the component-major orientation makes the sums over D and the normalisation over K run across
-    contiguous rows of length B (XLA's CPU backend vectorises those).
+    contiguous rows of length B (XLA's CPU backend vectorises those).  ``precision``: of that product
+    (:mod:`gmm_jax.precision`; diagonal and spherical covariances have none).
     """
     a, b, const = factors
     if covariance_type in ("full", "tied"):
-        z = jnp.matmul(a.T, xs.T, precision=HIGHEST)  # (K D, B) full, (D, B) tied
+        z = precision.matmul(a.T, xs.T)  # (K D, B) full, (D, B) tied
         z = z.reshape(b.shape + (xs.shape[0],)) if covariance_type == "full" else z[None]
         y = z - b[:, :, None]  # (K, D, B)
         return -0.5 * jnp.sum(jnp.square(y), axis=1) + jnp.expand_dims(const, -1)
@@ -87,13 +89,13 @@ def student_log_prob(xs, params, factors, covariance_type: str):
     return c - 0.5 * (nu + d) * jnp.log1p(delta / nu), (nu + d) / (nu + delta)
 
 
-def block_log_joint(xs, params: GMMParams, factors, covariance_type: str):
+def block_log_joint(xs, params: GMMParams, factors, covariance_type: str, precision: PassPrecision = EXACT):
     """``log phi_k + log p(x_b | component k)`` of a block, in :func:`block_log_prob`'s orientation: Gaussian
     densities, or Student-t ones for :class:`gmm_jax.params.StudentTParams` (:func:`student_log_prob`)."""
     lw = params.log_weights[:, None] if component_major(covariance_type) else params.log_weights[None, :]
     if is_student(params):
         return student_log_prob(xs, params, factors, covariance_type)[0] + lw
-    return block_log_prob(xs, factors, covariance_type) + lw
+    return block_log_prob(xs, factors, covariance_type, precision) + lw
 
 
 def log_normalizer(lj, axis: int):
@@ -134,7 +136,7 @@ def weighted_resp(lj, wb, axis: int, one_exp: bool = False, labels=None):
 
 
 def centred_block(xs, wb, params: GMMParams, factors, covariance_type: str, with_stats: bool, labels=None,
-                  small_d: int = 3):
+                  small_d: int = 3, precision: PassPrecision = EXACT):
     """The reference form of one block of the fused pass: E-step, then the block's statistics about the current
     means (or only the counts, ``with_stats`` False), and the weighted log-likelihood sum.
 
@@ -147,9 +149,10 @@ def centred_block(xs, wb, params: GMMParams, factors, covariance_type: str, with
     """
     km = component_major(covariance_type)
     kax = 0 if km else 1
-    resp, ll = weighted_resp(block_log_joint(xs, params, factors, covariance_type), wb, kax, labels=labels)
+    resp, ll = weighted_resp(block_log_joint(xs, params, factors, covariance_type, precision), wb, kax, labels=labels)
     if with_stats:
-        return block_stats(xs, resp, params.means, covariance_type, component_major=km, small_d=small_d), ll
+        return block_stats(xs, resp, params.means, covariance_type, component_major=km, small_d=small_d,
+                           precision=precision), ll
     return jnp.sum(resp, axis=1 - kax), ll
 
 

@@ -16,6 +16,7 @@ from gmm_jax.density import centred_block, log_prob_factors
 from gmm_jax.forms import product_block, product_error_bound, product_factors, raw_to_centred, small_full_block
 from gmm_jax.missing import missing_block
 from gmm_jax.params import GMMParams, is_student
+from gmm_jax.precision import EXACT, PassPrecision
 from gmm_jax.rows import block_reduce, block_rows, psum
 from gmm_jax.stats import block_stats
 from gmm_jax.student import student_block
@@ -44,7 +45,7 @@ def pass_form(covariance_type: str, d: int, config: Config, extent_known: bool) 
 
 
 def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, config: Config, with_stats: bool = True,
-            axis_name=None, extent=None, labels=None, missing: bool = False):
+            axis_name=None, extent=None, labels=None, missing: bool = False, precision: PassPrecision = EXACT):
     """One fused pass over the rows of X: E-step per block, statistics about the current means (or only the
     counts), and the weighted log-likelihood sum.  Parameters in coordinates about ``shift``.
 
@@ -54,7 +55,8 @@ def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, confi
     ``labels``: optional (n,) known labels of the rows (-1: unknown), semi-supervised EM
     (:func:`gmm_jax.density.known_labels`); the log-likelihood is then ``log p(x)`` of the unlabelled rows plus
     ``log p(x, y)`` of the labelled ones.  ``missing``: NaN entries of X are marginalised
-    (:func:`gmm_jax.missing.missing_block`; Gaussian mixtures).
+    (:func:`gmm_jax.missing.missing_block`; Gaussian mixtures).  ``precision``: of the Gaussian blocks' matrix
+    products (:mod:`gmm_jax.precision`; the EM loop chooses it).
 
     Returns:
       (SuffStats or counts (K,), sum_i w_i log p(x_i)), summed over the devices of ``axis_name``.
@@ -74,16 +76,17 @@ def em_pass(X, w, shift, params: GMMParams, covariance_type: str, bs: int, confi
         return block_reduce(block(student_block, factors), X, bs, w, axis_name)
     if form == "small":
         return block_reduce(block(small_full_block, factors), X, bs, w, axis_name)
-    centred = block(functools.partial(centred_block, small_d=config.small_full_max_d), factors)
+    centred = block(functools.partial(centred_block, small_d=config.small_full_max_d, precision=precision), factors)
     if form == "centred":
         return block_reduce(centred, X, bs, w, axis_name)
 
     def product_pass():  # raw moments summed over the blocks, then (a linear map) moments about the means
-        out = block_reduce(block(product_block, product_factors(params, covariance_type, factors)), X, bs, w)
+        out = block_reduce(block(functools.partial(product_block, precision=precision),
+                                 product_factors(params, covariance_type, factors)), X, bs, w)
         return (raw_to_centred(out[0], params.means, covariance_type), out[1]) if with_stats else out
 
     tol = config.product_tol_full if covariance_type == "full" else config.product_tol
-    ok = product_error_bound(extent, params, covariance_type) <= tol
+    ok = product_error_bound(extent, params, covariance_type, precision.unit) <= tol
     # the same branch on every device (``extent`` is their maximum); the device sum after the conditional
     out = lax.cond(ok, product_pass, lambda: block_reduce(centred, X, bs, w))
     return psum(out, axis_name)

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gmm_jax.config import HIGHEST
 from gmm_jax.density import block_log_prob, log_prob_factors, weighted_resp
 from gmm_jax.params import GMMParams
+from gmm_jax.precision import EXACT, PassPrecision
 from gmm_jax.rows import block_slices, n_blocks
 from gmm_jax.stats import SuffStats, recenter_stats, small_full_stats
 
@@ -65,25 +65,26 @@ def quadratic_features(xs):
     return jnp.concatenate([xs[:, i:i + 1] * xs[:, i:] for i in range(d)], axis=1)
 
 
-def _product_log_joint(xs, pf, covariance_type: str):
+def _product_log_joint(xs, pf, covariance_type: str, precision: PassPrecision):
     """(K, B) log-joints of the product form and the squares they used (diag (B, D), spherical (B,), else None)."""
     f1, f2, offsets = pf
     x2 = None
     if covariance_type == "full":
-        lj = block_log_prob(xs, (f1, f2, 0.0), "full")
+        lj = block_log_prob(xs, (f1, f2, 0.0), "full", precision)
     elif covariance_type == "tied":
-        z = jnp.matmul(f1.T, xs.T, precision=HIGHEST)  # (D, B)
-        lj = jnp.matmul(f2, z, precision=HIGHEST) - 0.5 * jnp.sum(jnp.square(z), axis=0)[None]
+        z = precision.matmul(f1.T, xs.T)  # (D, B)
+        lj = precision.matmul(f2, z) - 0.5 * jnp.sum(jnp.square(z), axis=0)[None]
     elif covariance_type == "spherical":
         x2 = jnp.sum(jnp.square(xs), axis=1)  # (B,)
-        lj = f1[:, None] * x2[None] + jnp.matmul(f2, xs.T, precision=HIGHEST)
+        lj = f1[:, None] * x2[None] + precision.matmul(f2, xs.T)
     else:
         x2 = jnp.square(xs)
-        lj = jnp.matmul(f1, x2.T, precision=HIGHEST) + jnp.matmul(f2, xs.T, precision=HIGHEST)
+        lj = precision.matmul(f1, x2.T) + precision.matmul(f2, xs.T)
     return lj + offsets[:, None], x2
 
 
-def product_block(xs, wb, params: GMMParams, pf, covariance_type: str, with_stats: bool, labels=None):
+def product_block(xs, wb, params: GMMParams, pf, covariance_type: str, with_stats: bool, labels=None,
+                  precision: PassPrecision = EXACT):
     """E-step and raw-moment statistics of one block as matrix products (``pf``: :func:`product_factors`).
 
     diag/spherical: log-densities (K, D) x (D, B) with x*x (spherical |x|^2) and with x, statistics (K, B) x (B, D)
@@ -91,19 +92,19 @@ def product_block(xs, wb, params: GMMParams, pf, covariance_type: str, with_stat
     (the responsibilities of a point sum to its weight) and (K, B) x (B, D) first moments; full: the centred
     log-densities, then one (K, B) x (B, D (D + 1) / 2) product with the quadratic features.  Returns raw moments
     about the reference point (summed over the blocks, then :func:`raw_to_centred`)."""
-    lj, x2 = _product_log_joint(xs, pf, covariance_type)
+    lj, x2 = _product_log_joint(xs, pf, covariance_type, precision)
     resp, ll = weighted_resp(lj, wb, 0, one_exp=True, labels=labels)
     nk = jnp.sum(resp, axis=1)
     if not with_stats:
         return nk, ll
-    s1 = jnp.matmul(resp, xs, precision=HIGHEST)  # sum_b r x
+    s1 = precision.matmul(resp, xs)  # sum_b r x
     if covariance_type == "full":
-        s2 = jnp.matmul(resp, quadratic_features(xs), precision=HIGHEST)  # (K, D (D+1) / 2): sum_b r x_i x_j
+        s2 = precision.matmul(resp, quadratic_features(xs))  # (K, D (D+1) / 2): sum_b r x_i x_j
     elif covariance_type == "tied":
         sw = jnp.sqrt(wb)[:, None] * xs
-        s2 = jnp.matmul(sw.T, sw, precision=HIGHEST)  # sum_b w x x^T
+        s2 = precision.matmul(sw.T, sw)  # sum_b w x x^T
     else:
-        s2 = jnp.matmul(resp, x2, precision=HIGHEST)  # sum_b r x^2: (K, D), spherical sum_b r |x|^2: (K,)
+        s2 = precision.matmul(resp, x2)  # sum_b r x^2: (K, D), spherical sum_b r |x|^2: (K,)
     return SuffStats(nk, s1, s2), ll
 
 
@@ -135,16 +136,17 @@ def data_extent(X, w, shift, bs, axis_name=None):
     return acc if axis_name is None else lax.pmax(acc, axis_name)
 
 
-def product_error_bound(extent, params: GMMParams, covariance_type: str):
-    """``g``: a bound on the size of the terms the product form subtracts, in units of float rounding (``eps``),
-    for data within ``extent = (e, r2)`` (:func:`data_extent`) of the reference point.
+def product_error_bound(extent, params: GMMParams, covariance_type: str, unit=None):
+    """``g``: a bound on the size of the terms the product form subtracts, in units of float rounding (``eps``,
+    or ``unit``: a reduced precision's unit roundoff, :mod:`gmm_jax.precision`), for data within
+    ``extent = (e, r2)`` (:func:`data_extent`) of the reference point.
 
     diag/spherical, ``a = 1 / var``: ``g = eps max_k (min(sum_d a_kd e_d, max_d a_kd r2) + sum_d a_kd mu_kd^2)``;
     tied and full: ``g = eps max_k (lam_k r2 + |U_k^T mu_k|^2)`` with ``lam_k = ||U_k||_1 ||U_k||_inf >=
     ||U_k||_2^2``, the largest eigenvalue of the precision or more.  Measured against float64, the relative error of
     the second moments was 0.003-0.22 g (diag/spherical/tied) and 0.09-1.25 g (full)."""
     e, r2 = extent
-    eps = jnp.finfo(params.means.dtype).eps
+    eps = jnp.finfo(params.means.dtype).eps if unit is None else unit
     if covariance_type in ("full", "tied"):
         u = jnp.abs(params.prec_chol)  # (K, D, D) or (D, D)
         lam = jnp.max(jnp.sum(u, axis=-2), axis=-1) * jnp.max(jnp.sum(u, axis=-1), axis=-1)  # (K,) or ()

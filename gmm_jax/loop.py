@@ -17,11 +17,12 @@ import numpy as np
 from jax import lax
 
 from gmm_jax.config import Config, all_finite, any_traced, compiler_options_supported, resolve_config, to_device
-from gmm_jax.engine import em_pass, product_applies
-from gmm_jax.forms import data_extent
+from gmm_jax.engine import em_pass, pass_form, product_applies
+from gmm_jax.forms import data_extent, product_error_bound
 from gmm_jax.initialization import init_context, initial_params, kmeans_init_centers, labelled_means, map_restarts, match_to_labels
 from gmm_jax.missing import column_mean_filled
 from gmm_jax.params import GMMParams, StudentTParams, is_student, with_dof
+from gmm_jax.precision import EXACT, PassPrecision, pass_precision
 from gmm_jax.prior import PriorArrays, map_m_step, resolve_prior
 from gmm_jax.rows import bucket_rows, resolve_block_size
 from gmm_jax.stats import active_mask, constrained_m_step, mask_components
@@ -92,18 +93,25 @@ def em_state(params: GMMParams, max_iter: int, dtype, lower_bound=None) -> EMSta
 
 
 def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_type, bs, config, axis_name=None,
-           fixed: tuple = (), masked: bool = False, missing: bool = False):
+           fixed: tuple = (), masked: bool = False, missing: bool = False, precision: PassPrecision = EXACT,
+           guard_extent=None):
     """EM iterations from ``state`` until ``until`` iterations in all, convergence, or a non-finite update;
     ``fixed``: parameter blocks held at their values (:func:`gmm_jax.stats.constrained_m_step`); ``masked``: the
     inactive components of the state's parameters stay so (:func:`gmm_jax.stats.mask_components`); ``missing``: NaN
-    entries of the data are marginalised (:mod:`gmm_jax.missing`)."""
+    entries of the data are marginalised (:mod:`gmm_jax.missing`).  ``precision``: of the passes' products; a
+    reduced one (:mod:`gmm_jax.precision`) also stops the iterations once its error bound for data within
+    ``guard_extent`` (:func:`gmm_jax.forms.data_extent`) exceeds ``config.precision_tol``."""
 
     def cond(s):
-        return (s.n_iter < until) & ~s.converged & s.finite
+        go = (s.n_iter < until) & ~s.converged & s.finite
+        if precision.exact:
+            return go
+        g = product_error_bound(guard_extent, s.params, covariance_type, precision.unit)
+        return go & (g <= config.precision_tol)
 
     def body(s):
         stats, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, s.params, covariance_type, bs, config, axis_name=axis_name,
-                                extent=ctx.extent, labels=ctx.labels, missing=missing)
+                                extent=ctx.extent, labels=ctx.labels, missing=missing, precision=precision)
         ll = ll_sum / ctx.wsum
         if is_student(s.params):
             new = student_m_step(stats, s.params, covariance_type, reg_covar, fixed)
@@ -186,8 +194,16 @@ def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
                        axis_name=axis_name, weighted=weighted, n_split=n_split, config=cfg,
                        init_lower_bound=init_lower_bound, labels=labels, dof0=dof0, prior=prior, missing=missing)
     kw = dict(covariance_type=covariance_type, bs=block_size, axis_name=axis_name, config=cfg, missing=missing)
+    reduced = pass_precision(cfg, X.dtype)
+    has_products = ctx.extent is not None or pass_form(covariance_type, X.shape[1], cfg, False) == "centred" and \
+        covariance_type in ("full", "tied")
+    two_phase = has_products and not (reduced.exact or missing or is_student(state.params))
+    guard_extent = data_extent(ctx.X, ctx.w, ctx.shift, block_size, axis_name) if two_phase else None
 
     def one(s):
+        if two_phase:  # reduced-precision products while their error bound allows, then full precision
+            s = em_run(s, ctx, tol, reg_covar, max_iter, fixed=fixed, precision=reduced, guard_extent=guard_extent, **kw)
+            s = s._replace(converged=jnp.zeros_like(s.converged))
         return em_finish(em_run(s, ctx, tol, reg_covar, max_iter, fixed=fixed, **kw), ctx, **kw)
 
     in_sequence = cfg.restarts_in_sequence and not cfg.accelerator and state.n_iter.shape[0] > 1
@@ -337,6 +353,8 @@ def fit(
         the last bit: the chunk is compiled separately).
       progress_every: iterations per chunk when ``progress`` is set.
       config: :class:`gmm_jax.Config`, the engine's tuning (default: the backend's); part of the compiled program.
+        ``Config(precision="default")`` multiplies in TF32 on NVIDIA GPUs while an error bound allows, then at full
+        precision until convergence (:mod:`gmm_jax.precision`; not with ``progress``).
 
     Returns:
       :class:`FitResult`.

@@ -16,6 +16,7 @@ from jax.scipy.special import logsumexp
 
 from gmm_jax.config import HIGHEST
 from gmm_jax.params import GMMParams, check_covariance_type, from_covariances
+from gmm_jax.precision import EXACT, PassPrecision
 
 
 class SuffStats(NamedTuple):
@@ -63,10 +64,12 @@ def small_full_stats(xc, resp) -> SuffStats:
     return SuffStats(jnp.sum(resp, axis=1), jnp.sum(rx, axis=-1), sxx)
 
 
-def block_stats(xs, resp, center, covariance_type: str, component_major: bool = False, small_d: int = 3) -> SuffStats:
+def block_stats(xs, resp, center, covariance_type: str, component_major: bool = False, small_d: int = 3,
+                precision: PassPrecision = EXACT) -> SuffStats:
     """Sufficient statistics of a block of points ``xs`` (B, D) about ``center`` (K, D), with weighted
     responsibilities ``resp``: (B, K), or (K, B) with ``component_major`` (full and tied only).  Full covariances
-    with D <= ``small_d`` take the elementwise form; full/tied second moments are K-batched products."""
+    with D <= ``small_d`` take the elementwise form; full/tied second moments are K-batched products (at
+    ``precision``, :mod:`gmm_jax.precision`)."""
     if covariance_type not in ("full", "tied"):
         return stats_centered(xs[:, None, :] - center[None], resp, covariance_type)
     if covariance_type == "full" and xs.shape[1] <= small_d:
@@ -77,12 +80,12 @@ def block_stats(xs, resp, center, covariance_type: str, component_major: bool = 
     sq = jnp.sqrt(rt)
     nk = jnp.sum(rt, axis=1)
     s = sq[:, :, None] * (xs[None, :, :] - center[:, None, :])
-    sx = jnp.einsum("kb,kbd->kd", sq, s, precision=HIGHEST)
+    sx = precision.einsum("kb,kbd->kd", sq, s)
     if covariance_type == "full":
-        sxx = jnp.matmul(jnp.swapaxes(s, 1, 2), s, precision=HIGHEST)
+        sxx = precision.matmul(jnp.swapaxes(s, 1, 2), s)
     else:
         kb = s.shape[0] * s.shape[1]
-        sxx = jnp.matmul(s.reshape(kb, -1).T, s.reshape(kb, -1), precision=HIGHEST)
+        sxx = precision.matmul(s.reshape(kb, -1).T, s.reshape(kb, -1))
     return SuffStats(nk, sx, sxx)
 
 
