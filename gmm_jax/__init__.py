@@ -48,6 +48,7 @@ from gmm_jax.seeding import kmeans_plusplus
 from gmm_jax.sharded import ShardedRows, fit_sharded, kmeans_sharded, row_mesh, shard_process_rows, shard_rows
 from gmm_jax.stream import OnlineResult, StreamResult, array_batches, fit_online, fit_stream
 from gmm_jax.supervised import fit_supervised
+from gmm_jax.variational import VBParams, VBPrior
 
 __version__ = "0.1.0"
 
@@ -72,6 +73,8 @@ __all__ = [
     "OnlineResult",
     "PathResult",
     "Prior",
+    "VBParams",
+    "VBPrior",
     "StreamResult",
     "StudentTParams",
     "SuffStats",

@@ -18,6 +18,7 @@ from gmm_jax.lloyd import assign_block
 from gmm_jax.params import GMMParams, prec_chol_from_covariances
 from gmm_jax.rows import block_reduce, block_rows, bucket_rows, data_shift, psum, resolve_block_size
 from gmm_jax.stats import m_step
+from gmm_jax.variational import vb_m_step
 
 
 def map_restarts(fn, *args):
@@ -56,11 +57,20 @@ def _data_covariance(X, w, shift, wsum, covariance_type, n_components, reg_covar
 
 
 def initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar, *, n_components,
-                   covariance_type, init, bs, mask=None, axis_name=None, weighted=True, centers=None, config=None):
+                   covariance_type, init, bs, mask=None, axis_name=None, weighted=True, centers=None, config=None,
+                   vb_prior=None):
     """Initial parameters in shifted coordinates.  Sharded (``axis_name``): ``w`` holds 0 on padding rows, ``mask``
     marks the real rows, ``weighted`` says whether ``w`` carries sample weights (else it is just the mask).
-    ``centers``: the (shifted) K-means centres of this restart when already computed (init 'kmeans')."""
+    ``centers``: the (shifted) K-means centres of this restart when already computed (init 'kmeans').  ``vb_prior``
+    (variational Bayes, :mod:`gmm_jax.variational`): the posterior's hyper-parameters from the initial
+    responsibilities instead of the M-step ('kmeans', 'k-means++', 'random')."""
     k = n_components
+
+    def update(stats, center):
+        if vb_prior is not None:
+            return vb_m_step(stats, center, covariance_type, reg_covar, vb_prior)
+        return m_step(stats, center, covariance_type, reg_covar)
+
     dtype = X.dtype
     if init_params is not None:
         return init_params._replace(means=init_params.means - shift)
@@ -71,7 +81,7 @@ def initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, re
 
         center = jnp.zeros((k, X.shape[1]), dtype)
         stats = stats_pass(X, w, shift, center, resp_fn, covariance_type, bs)
-        return m_step(stats, center, covariance_type, reg_covar)
+        return update(stats, center)
     if init == "random_from_data":
         # always with probabilities (uniform when unweighted), so zero-weight padding rows change no draw
         p = (jnp.ones((X.shape[0],), dtype) if w is None else w) / wsum
@@ -89,7 +99,7 @@ def initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, re
                                 config=config)[0]
         seeds = seeds - shift
     stats = stats_pass(X, w, shift, seeds, hard_resp(seeds), covariance_type, bs, axis_name)
-    return m_step(stats, seeds, covariance_type, reg_covar)
+    return update(stats, seeds)
 
 
 def label_scores(X, w, shift, params: GMMParams, labels, covariance_type: str, bs: int):

@@ -27,6 +27,16 @@ from gmm_jax.prior import PriorArrays, map_m_step, resolve_prior
 from gmm_jax.rows import bucket_rows, resolve_block_size
 from gmm_jax.stats import active_mask, constrained_m_step, mask_components
 from gmm_jax.student import student_m_step
+from gmm_jax.variational import (
+    VBPrior,
+    VBPriorArrays,
+    check_variational,
+    effective_params,
+    is_vb,
+    lower_bound,
+    resp_entropy,
+    vb_m_step,
+)
 
 
 class FitResult(NamedTuple):
@@ -110,10 +120,14 @@ def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_ty
         return go & (g <= config.precision_tol)
 
     def body(s):
-        stats, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, s.params, covariance_type, bs, config, axis_name=axis_name,
+        pp = effective_params(s.params) if is_vb(s.params) else s.params  # variational Bayes: its E-step's Gaussians
+        stats, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, pp, covariance_type, bs, config, axis_name=axis_name,
                                 extent=ctx.extent, labels=ctx.labels, missing=missing, precision=precision)
         ll = ll_sum / ctx.wsum
-        if is_student(s.params):
+        if is_vb(s.params):  # the posterior's hyper-parameters; the trace holds the lower bound per point
+            new = vb_m_step(stats, pp.means, covariance_type, reg_covar, ctx.prior)
+            ll = lower_bound(new, resp_entropy(stats, pp, ll_sum, covariance_type), covariance_type) / ctx.wsum
+        elif is_student(s.params):
             new = student_m_step(stats, s.params, covariance_type, reg_covar, fixed)
         elif ctx.prior is not None:
             new = map_m_step(stats, s.params.means, covariance_type, reg_covar, ctx.prior)
@@ -132,10 +146,12 @@ def em_run(state: EMState, ctx: Context, tol, reg_covar, until, *, covariance_ty
 def em_finish(state: EMState, ctx: Context, *, covariance_type, bs, config, axis_name=None, missing: bool = False):
     """The per-restart outputs: (params, mean log-likelihood of them, lower bound, n_iter, converged, finite, trace,
     counts)."""
-    counts, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, state.params, covariance_type, bs, config, with_stats=False,
-                             axis_name=axis_name, extent=ctx.extent, labels=ctx.labels, missing=missing)
-    return (state.params, ll_sum / ctx.wsum, state.log_likelihood, state.n_iter, state.converged, state.finite,
-            state.trace, counts)
+    vb = is_vb(state.params)
+    counts, ll_sum = em_pass(ctx.X, ctx.w, ctx.shift, effective_params(state.params) if vb else state.params,
+                             covariance_type, bs, config, with_stats=False, axis_name=axis_name, extent=ctx.extent,
+                             labels=ctx.labels, missing=missing)
+    ll = state.log_likelihood if vb else ll_sum / ctx.wsum  # variational Bayes: the last lower bound
+    return (state.params, ll, state.log_likelihood, state.n_iter, state.converged, state.finite, state.trace, counts)
 
 
 def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, init, max_iter, block_size,
@@ -165,10 +181,13 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
     if labels is not None and init_params is None:
         seeded = labelled_means(X, w, shift, labels, n_components, block_size)
 
+    prior = None if prior is None else prior._replace(mean=prior.mean - shift)  # the loop's coordinates
+    vb_prior = prior if isinstance(prior, VBPriorArrays) else None
+
     def one(key, c):
         p0 = initial_params(key, X, w, shift, wsum, init_params, data_cov, tol_kmeans, reg_covar,
                             n_components=n_components, covariance_type=covariance_type, init=init, bs=block_size,
-                            mask=mask, axis_name=axis_name, weighted=weighted, centers=c, config=cfg)
+                            mask=mask, axis_name=axis_name, weighted=weighted, centers=c, config=cfg, vb_prior=vb_prior)
         if seeded is not None:  # component c: the one holding most of class c's labels, at their mean
             p0 = match_to_labels(p0, X, w, shift, labels, covariance_type, block_size, seeded)
         if dof0 is not None and not is_student(p0):
@@ -178,7 +197,6 @@ def start(keys, X, w, init_params, reg_covar, *, n_components, covariance_type, 
     extent = None
     if product_applies(covariance_type, *X.shape, cfg) and (n_split or keys.shape[0]) == 1 and not missing:
         extent = data_extent(X, w, shift, block_size, axis_name)
-    prior = None if prior is None else prior._replace(mean=prior.mean - shift)  # the loop's coordinates
     return map_restarts(one, keys, centers), Context(X_data, w, shift, wsum, extent, labels, prior)
 
 
@@ -197,7 +215,7 @@ def fit_body(keys, X, w, init_params, tol, reg_covar, *, n_components, covarianc
     reduced = pass_precision(cfg, X.dtype)
     has_products = ctx.extent is not None or pass_form(covariance_type, X.shape[1], cfg, False) == "centred" and \
         covariance_type in ("full", "tied")
-    two_phase = has_products and not (reduced.exact or missing or is_student(state.params))
+    two_phase = has_products and not (reduced.exact or missing or is_student(state.params) or is_vb(state.params))
     guard_extent = data_extent(ctx.X, ctx.w, ctx.shift, block_size, axis_name) if two_phase else None
 
     def one(s):
@@ -294,6 +312,7 @@ def fit(
     dof=None,
     prior=None,
     missing: str | None = None,
+    variational: VBPrior | None = None,
     block_size: int | None = None,
     progress=None,
     progress_every: int = 10,
@@ -344,6 +363,11 @@ def fit(
       missing: None (NaN in X is an error) or 'marginalize': NaN entries are missing values, marginalised in the
         E-step with their conditional expectations in the statistics (exact EM for data missing at random,
         :mod:`gmm_jax.missing`); the initialisation uses each column's mean in their place.  Gaussian mixtures.
+      variational: a :class:`gmm_jax.VBPrior`: variational Bayes (scikit-learn's ``BayesianGaussianMixture``,
+        :mod:`gmm_jax.variational`): ``params`` are then the posterior's :class:`gmm_jax.VBParams`, and
+        ``log_likelihood``, ``lower_bound`` and ``trace`` hold its lower bound per point (``tol`` applies to the total,
+        as scikit-learn's).  Inits 'kmeans', 'k-means++', 'random' or explicit ``VBParams``; Gaussian mixtures without
+        ``fixed``, ``prior``, ``labels`` or ``missing``.
       block_size: rows per block (default: the (block, K, D) scratch near 8 MiB on a CPU, 4 MiB for R > 1 restarts
         together, 512 MiB on an accelerator).
       progress: ``True`` prints each iteration's mean log-likelihood per restart to stderr; a callable
@@ -372,8 +396,9 @@ def fit(
         raise ValueError(f"missing must be None or 'marginalize', got {missing!r}")
     if missing and (family != "gaussian" or isinstance(init_params, StudentTParams)):
         raise ValueError("missing='marginalize' is for Gaussian mixtures")
-    X, w, init_params = validate_fit(X, n_components, covariance_type, init, init_params, max_iter, tol, reg_covar,
-                                     sample_weight, n_restarts, allow_nan=missing is not None)
+    vb_init = init_params if variational is not None else None
+    X, w, init_params = validate_fit(X, n_components, covariance_type, init, None if vb_init else init_params, max_iter,
+                                     tol, reg_covar, sample_weight, n_restarts, allow_nan=missing is not None)
     family = check_family(family, init_params)
     fixed = check_fixed(fixed, family)
     dof0 = None if family == "gaussian" else check_dof(10.0 if dof is None else dof, n_components, X.dtype)
@@ -383,6 +408,11 @@ def fit(
         if any_traced(X):
             raise ValueError("prior: its defaults are computed from X on the host; call fit outside jit")
         prior = resolve_prior(prior, X, X.dtype)
+    if variational is not None:
+        if family != "gaussian" or fixed or prior is not None or labels is not None or missing:
+            raise ValueError("variational: for Gaussian mixtures without fixed, prior, labels or missing")
+        prior, init_params, tol = check_variational(variational, vb_init, X, w, n_components, covariance_type, init,
+                                                    tol)
     labels = None if labels is None else check_labels(labels, X.shape[0], n_components, unknown=True)
     with_progress = not (progress is None or progress is False)
     if with_progress:
