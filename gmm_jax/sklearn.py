@@ -124,6 +124,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Extra options of ``gmm_jax.fit`` for this estimator's mixture family (none: Gaussian)."""
         return {}
 
+    def _warm_params(self):
+        """The parameters a warm start continues from."""
+        return self._params()
+
+    def _warm_lower_bound(self, n):
+        """The lower bound a warm start measures its first change from, in ``fit``'s units (per point here)."""
+        return self.lower_bound_
+
     def _n_parameters(self):
         """Free parameters of the fitted model (weights, means, covariances), as BIC and AIC count them."""
         return n_parameters(self.covariance_type, *self.means_.shape)
@@ -191,15 +199,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         init = self._initial(Xj, key, sample_weight)  # checks the *_init values on every fit, as scikit-learn
         warm = self.warm_start and hasattr(self, "converged_")
         if warm:  # continue from the fitted parameters, convergence measured from the last lower bound
-            init = self._params()
+            init = self._warm_params()
         n_init = 1 if warm else self.n_init
         res = _fit(key, Xj, self.n_components, covariance_type=self.covariance_type, n_restarts=n_init,
-                   init=self.init_params, init_params=init, init_lower_bound=self.lower_bound_ if warm else None,
+                   init=self.init_params, init_params=init,
+                   init_lower_bound=self._warm_lower_bound(X.shape[0]) if warm else None,
                    max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar, sample_weight=sample_weight,
                    missing=self.missing, **self._family_options())
         if not bool(np.all(np.asarray(res.finite))):
             raise ValueError(ILL_DEFINED)
-        self._set_fitted(res)
+        self._set_fitted(res, X.shape[0] if sample_weight is None else float(np.sum(sample_weight)))
         if self.verbose:
             _report(res, self.verbose, self.verbose_interval)
         if not self.converged_ and self.max_iter > 0:
@@ -207,9 +216,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                           "increase max_iter, tol, or check for degenerate data.", ConvergenceWarning, stacklevel=2)
         return self.predict(X)
 
-    def _set_fitted(self, res):
+    def _set_fitted(self, res, n_total=None):
         """The fitted attributes from the restart with the highest lower bound (the first of equals, as
-        scikit-learn; with max_iter=0, when every bound is -inf, the last restart)."""
+        scikit-learn; with max_iter=0, when every bound is -inf, the last restart).  ``n_total``: the data's total
+        weight (unused here: the lower bound is per point, as scikit-learn's)."""
         lb = np.asarray(res.lower_bound)
         b = int(np.argmax(lb)) if np.isfinite(lb).any() else lb.shape[0] - 1
         p = jax.tree.map(lambda a: np.asarray(a)[b], res.all_params)  # on the host: no program per shape
@@ -304,4 +314,13 @@ class StudentTMixture(GaussianMixture):
         return super()._n_parameters() + (self.n_components if self.dof is None else 0)
 
 
-__all__ = ["GaussianMixture", "KMeans", "StudentTMixture"]
+def __getattr__(name):
+    """``BayesianGaussianMixture`` lives in :mod:`gmm_jax.sklearn_bayesian` (it builds on this module's class)."""
+    if name == "BayesianGaussianMixture":
+        from gmm_jax.sklearn_bayesian import BayesianGaussianMixture
+
+        return BayesianGaussianMixture
+    raise AttributeError(f"module 'gmm_jax.sklearn' has no attribute {name!r}")
+
+
+__all__ = ["GaussianMixture", "KMeans", "StudentTMixture"]  # and BayesianGaussianMixture (module __getattr__)

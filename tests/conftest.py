@@ -62,7 +62,8 @@ def covariance_type(request):
 # The longest test files first: with two pytest-xdist workers taking whole files (--dist loadfile), files are
 # handed out in collection order, so the long ones at the end of the alphabet would otherwise finish last on one
 # worker while the other idles.
-_LONG_FILES = ("test_sklearn_suite_mixture.py", "test_sklearn_suite_kmeans.py", "test_sklearn.py",
+_LONG_FILES = ("test_sklearn_suite_mixture.py", "test_sklearn_suite_kmeans.py", "test_sklearn_suite_bayesian.py",
+               "test_sklearn.py",
                "test_cli.py", "test_sharded.py", "test_verify.py", "test_engine.py", "test_fit.py", "test_variants.py",
                "test_vae.py", "test_missing.py", "test_student.py", "test_path.py", "test_prior.py")
 

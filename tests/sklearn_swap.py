@@ -1,10 +1,10 @@
 """pytest plugin: run scikit-learn's own test modules with its estimators replaced by gmm_jax's.
 
 Loaded with ``-p tests.sklearn_swap`` in a separate pytest process (tests/test_sklearn_suite.py).  Before
-scikit-learn's test modules are imported, ``sklearn.mixture.GaussianMixture`` and ``sklearn.cluster.KMeans`` are
-replaced by ``gmm_jax.sklearn``'s classes, so ``from sklearn.mixture import GaussianMixture`` in those modules gets
-ours.  Each test's outcome is written as JSON to the path in ``GMM_JAX_SWAP_REPORT``, with whether the test
-constructed one of our estimators (``used``).
+scikit-learn's test modules are imported, ``sklearn.mixture.GaussianMixture``, ``BayesianGaussianMixture`` and
+``sklearn.cluster.KMeans`` are replaced by ``gmm_jax.sklearn``'s classes, so ``from sklearn.mixture import
+GaussianMixture`` in those modules gets ours.  Each test's outcome is written as JSON to the path in
+``GMM_JAX_SWAP_REPORT``, with whether the test constructed one of our estimators (``used``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def _recording(cls):
 
 def pytest_configure(config):
     sklearn.mixture.GaussianMixture = _recording(ours.GaussianMixture)
+    sklearn.mixture.BayesianGaussianMixture = _recording(ours.BayesianGaussianMixture)
     sklearn.cluster.KMeans = _recording(ours.KMeans)
 
 
