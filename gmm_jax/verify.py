@@ -41,6 +41,7 @@ from gmm_jax.verify_variants import (
     check_student_m_step,
     t_problem,
 )
+from gmm_jax.verify_vb import check_vb_all
 
 
 class Check(NamedTuple):
@@ -361,6 +362,7 @@ def run_checks(m_step_fn: Callable = m_step, seed: int = 0, only: str | None = N
             ("MAP", lambda: [r for ct in COVARIANCE_TYPES for r in check_map_m_step(X, ct, Check)]),
             ("Student-t", lambda: [r for ct in COVARIANCE_TYPES for r in check_student_m_step(t_problem(), ct, Check)]
              + [check_student_dof(Check)] + check_student_fit(t_problem(), Check)),
+            ("VB variational Bayes", lambda: check_vb_all(Check)),
         ]
         rows = []
         for key, make in groups:

@@ -98,3 +98,22 @@ def test_prior_errors_name_the_problem():
         gmm_jax.fit(jax.random.key(0), X, 3, init="random_from_data", variational=gmm_jax.VBPrior())
     with pytest.raises(ValueError, match="variational"):
         gmm_jax.fit(jax.random.key(0), X, 3, prior=gmm_jax.Prior(), variational=gmm_jax.VBPrior())
+
+
+def test_stationarity_rows_can_fail():
+    """The verification's gradient rows see a wrong update: the precisions' block with one degree of freedom too
+    many (nu_k = nu0 + N_k + 1, a common slip) and the weights' with the prior concentration left out."""
+    from gmm_jax.verify_vb import block_gradients, full_elbo, vb_problem
+
+    X = vb_problem()
+    prior = resolve_vb_prior(gmm_jax.VBPrior("dirichlet_distribution"), np.asarray(X), 4, "full", X.dtype)
+    res = gmm_jax.fit(jax.random.key(1), X, 4, variational=gmm_jax.VBPrior("dirichlet_distribution"), max_iter=5,
+                      reg_covar=0.0)
+    resp = jnp.exp(gmm_jax.e_step(X, gmm_jax.variational.effective_params(res.params), "full")[0])
+    good = vb_m_step(sufficient_stats(X, resp, res.params.means, "full"), res.params.means, "full", 0.0, prior)
+    scale = abs(float(full_elbo(X, resp, good, prior)))
+    assert float(block_gradients(X, resp, good, prior)["precisions"]) / scale < 1e-9
+    wrong_nu = good._replace(degrees_of_freedom=good.degrees_of_freedom + 1)
+    assert float(block_gradients(X, resp, wrong_nu, prior)["precisions"]) / scale > 1e-4
+    wrong_w = good._replace(weight_concentration=good.weight_concentration - prior.alpha)
+    assert float(block_gradients(X, resp, wrong_w, prior)["weights"]) / scale > 1e-4

@@ -48,6 +48,12 @@ CLAIMS = [
       for what in ("ascent on ELBO + log prior reaches the closed form", "no ascent iterate beats the closed form")],
     "Student-t EM never decreases the log-likelihood",
     "Student-t EM fixed point is stationary: grad loglik -> 0 (dof included)",
+    *[f"VB ({name}): {what}" for name in ("DP", "Dirichlet")
+      for what in ("the weights' update is a stationary point of the ELBO",
+                   "the means' update is a stationary point of the ELBO",
+                   "the precisions' update is a stationary point of the ELBO",
+                   "the E-step is a stationary point of the ELBO", "the ELBO never decreases",
+                   "ELBO = Monte Carlo E_q[log p - log q]")],
 ]
 
 
