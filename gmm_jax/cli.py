@@ -124,12 +124,25 @@ def cmd_fit(args) -> int:
         if args.family != "gaussian" or args.select_k:
             raise InputError("--prior-strength: MAP EM is for a Gaussian mixture with -k")
         kw.update(prior=gmm_jax.Prior(strength=args.prior_strength))
+    if args.bayesian is not None:
+        if args.family != "gaussian" or args.select_k or args.missing or args.prior_strength is not None:
+            raise InputError("--bayesian: variational Bayes for a Gaussian mixture with -k (K: the most components)")
+        kw.update(variational=gmm_jax.VBPrior(args.bayesian))
     try:  # every K in one compiled program (one K: the plain fit)
         path = gmm_jax.fit_path(jax.random.key(args.seed), X, ks, **kw) if args.select_k else None
         res = None if args.select_k else gmm_jax.fit(jax.random.key(args.seed), X, ks[0], **kw)
     except ValueError as exc:
         raise InputError(f"{args.data}: {exc}") from None
-    if path is None:
+    if path is None and args.bayesian is not None:
+        from gmm_jax.variational import effective_params, mixture_weights
+
+        b = int(res.best)
+        kept = int(np.sum(np.asarray(mixture_weights(res.params)) > 0.01))
+        print(f"K={ks[0]}: lower bound per point {float(res.log_likelihood[b]):.6f}, components with weight > 1%: "
+              f"{kept}, iterations {int(res.n_iter[b])}, converged {bool(res.converged[b])}", file=sys.stderr)
+        eff = effective_params(res.params)  # what predict evaluates (scikit-learn's), weights normalised
+        k, params = ks[0], eff._replace(log_weights=eff.log_weights - jax.scipy.special.logsumexp(eff.log_weights))
+    elif path is None:
         b = int(res.best)
         bic = float(gmm_jax.bic(X, res.params, args.covariance_type, missing=args.missing))  # with --dof: not free
         bic -= ks[0] * np.log(X.shape[0]) if args.dof is not None else 0.0
@@ -257,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-strength", type=float, metavar="N0",
                    help="MAP EM with gmm_jax.Prior: N0 pseudo-points per component with 1e-3 times the data's mean "
                         "variance (docs/variants.md)")
+    p.add_argument("--bayesian", choices=("dirichlet_process", "dirichlet_distribution"),
+                   help="variational Bayes with this weight prior (scikit-learn's BayesianGaussianMixture): -k is the "
+                        "most components, unneeded ones get (near-)zero weight")
     p.add_argument("--max-iter", type=int, default=100, metavar="N", help="maximum EM iterations per restart")
     p.add_argument("--tol", type=float, default=1e-3,
                    help="stop when the mean log-likelihood per point changes by less than this (nats)")
