@@ -113,6 +113,21 @@ def test_demo_quick_writes_report(tmp_path):
         assert (tmp_path / "demo" / png).stat().st_size > 1000
 
 
+def test_bayesian_fit_keeps_few_components(workdir):
+    """--bayesian: variational Bayes with K=8 on three blobs leaves (near-)empty components; the saved model is the
+    mixture predict evaluates; --bayesian with --select-k is refused."""
+    model = workdir / "vb.npz"
+    r = run("fit", str(workdir / "data.csv"), "-k", "8", "--bayesian", "dirichlet_process", "--out", str(model))
+    assert r.returncode == 0, r.stderr
+    kept = int(r.stderr.split("components with weight > 1%: ")[1].split(",")[0])
+    assert 3 <= kept < 8, r.stderr
+    r = run("predict", str(model), str(workdir / "data.npy"))
+    assert r.returncode == 0 and 3 <= len(set(r.stdout.split())) <= kept, r.stderr
+    r = run("fit", str(workdir / "data.csv"), "--select-k", "2:4", "--bayesian", "dirichlet_process", "--out",
+            str(workdir / "no.npz"))
+    assert r.returncode == 2 and "--bayesian" in r.stderr
+
+
 def test_every_option_has_help_with_its_default():
     """Each option of fit, predict, sample, demo and verify says what it does, and its default where it has one."""
     import argparse
