@@ -93,6 +93,21 @@ def _write_text(path: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def _bayesian_summary(res, k: int):
+    """Report a variational fit on stderr; returns the mixture its ``predict`` evaluates (scikit-learn's, the
+    weights normalised) for the model file."""
+    import jax
+
+    from gmm_jax.variational import effective_params, mixture_weights
+
+    b = int(res.best)
+    kept = int(np.sum(np.asarray(mixture_weights(res.params)) > 0.01))
+    print(f"K={k}: lower bound per point {float(res.log_likelihood[b]):.6f}, components with weight > 1%: "
+          f"{kept}, iterations {int(res.n_iter[b])}, converged {bool(res.converged[b])}", file=sys.stderr)
+    eff = effective_params(res.params)
+    return eff._replace(log_weights=eff.log_weights - jax.scipy.special.logsumexp(eff.log_weights))
+
+
 def cmd_fit(args) -> int:
     import jax
 
@@ -134,14 +149,7 @@ def cmd_fit(args) -> int:
     except ValueError as exc:
         raise InputError(f"{args.data}: {exc}") from None
     if path is None and args.bayesian is not None:
-        from gmm_jax.variational import effective_params, mixture_weights
-
-        b = int(res.best)
-        kept = int(np.sum(np.asarray(mixture_weights(res.params)) > 0.01))
-        print(f"K={ks[0]}: lower bound per point {float(res.log_likelihood[b]):.6f}, components with weight > 1%: "
-              f"{kept}, iterations {int(res.n_iter[b])}, converged {bool(res.converged[b])}", file=sys.stderr)
-        eff = effective_params(res.params)  # what predict evaluates (scikit-learn's), weights normalised
-        k, params = ks[0], eff._replace(log_weights=eff.log_weights - jax.scipy.special.logsumexp(eff.log_weights))
+        k, params = ks[0], _bayesian_summary(res, ks[0])
     elif path is None:
         b = int(res.best)
         bic = float(gmm_jax.bic(X, res.params, args.covariance_type, missing=args.missing))  # with --dof: not free
@@ -238,17 +246,8 @@ class _DefaultsHelp(argparse.HelpFormatter):
         return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gmm-jax", description="Gaussian mixtures fit by EM in JAX. Data files: .npy, "
-                                 ".npz (its first array) or .csv (comma-separated numbers, header row optional); "
-                                 "one row per point. Outputs are written atomically.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    fmt = _DefaultsHelp
-    p = sub.add_parser("demo", formatter_class=fmt,
-                       help="the main job: fits, comparisons and checks on bundled data; writes a report")
-    p.add_argument("--out", default="gmm_jax_demo", help="folder for report.md and its PNG figures")
-    p.add_argument("--quick", action="store_true", help="fewer restarts and seeds (a smoke run, about a minute)")
-    p.set_defaults(func=cmd_demo)
+def _add_fit_parser(sub, fmt) -> None:
+    """The ``fit`` subcommand's options."""
     p = sub.add_parser("fit", formatter_class=fmt, help="fit a GMM to DATA (.npy, .npz, .csv) and save the model (.npz)")
     p.add_argument("data", help="the data file (n rows x D features)")
     p.add_argument("-k", type=int, metavar="K", help="number of components (or use --select-k)")
@@ -281,6 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (integer)")
     p.add_argument("--out", required=True, help="model file to write (.npz: weights, means, precision factors)")
     p.set_defaults(func=cmd_fit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gmm-jax", description="Gaussian mixtures fit by EM in JAX. Data files: .npy, "
+                                 ".npz (its first array) or .csv (comma-separated numbers, header row optional); "
+                                 "one row per point. Outputs are written atomically.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    fmt = _DefaultsHelp
+    p = sub.add_parser("demo", formatter_class=fmt,
+                       help="the main job: fits, comparisons and checks on bundled data; writes a report")
+    p.add_argument("--out", default="gmm_jax_demo", help="folder for report.md and its PNG figures")
+    p.add_argument("--quick", action="store_true", help="fewer restarts and seeds (a smoke run, about a minute)")
+    p.set_defaults(func=cmd_demo)
+    _add_fit_parser(sub, fmt)
     p = sub.add_parser("predict", formatter_class=fmt, help="most probable component of each row of DATA")
     p.add_argument("model", help="a model file written by 'gmm-jax fit' (.npz)")
     p.add_argument("data", help="the data file (same number of features as the model)")

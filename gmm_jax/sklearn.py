@@ -48,7 +48,7 @@ from gmm_jax.stats import m_step_covariances
 
 
 @partial(jax.jit, static_argnums=1)
-def _covariances_and_precisions(prec_chol, covariance_type):
+def covariances_and_precisions(prec_chol, covariance_type):
     """(covariances, precisions) of the Cholesky factors of the precisions, as one compiled program (eagerly, each
     operation of the two would compile on its own for every new shape)."""
     return (covariances_from_prec_chol(prec_chol, covariance_type),
@@ -156,7 +156,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _set_parameters(self, params):
         """scikit-learn's hook: set (weights, means, covariances, precisions_cholesky) and the precisions."""
         self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = (np.asarray(a) for a in params)
-        self.precisions_ = np.asarray(_covariances_and_precisions(to_device(self.precisions_cholesky_),
+        self.precisions_ = np.asarray(covariances_and_precisions(to_device(self.precisions_cholesky_),
                                                                   self.covariance_type)[1])
 
     def _initialize(self, X, resp):
@@ -227,7 +227,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.weights_ /= self.weights_.sum()
         self.means_ = np.asarray(p.means)
         self.precisions_cholesky_ = np.asarray(p.prec_chol)
-        cov, prec = _covariances_and_precisions(to_device(p.prec_chol), self.covariance_type)
+        cov, prec = covariances_and_precisions(to_device(p.prec_chol), self.covariance_type)
         self.covariances_, self.precisions_ = np.asarray(cov), np.asarray(prec)
         self.converged_ = bool(np.asarray(res.converged)[b])
         self.n_iter_ = int(np.asarray(res.n_iter)[b])

@@ -13,7 +13,7 @@ import numpy as np
 from gmm_jax import model
 from gmm_jax.config import to_device
 from gmm_jax.loop import fit as _fit
-from gmm_jax.sklearn import GaussianMixture, _covariances_and_precisions
+from gmm_jax.sklearn import GaussianMixture, covariances_and_precisions
 from gmm_jax.sklearn_checks import FLOAT_DTYPES, in_fitted_precision, precision_of, random_key
 from gmm_jax.variational import (
     WEIGHT_PRIORS,
@@ -36,25 +36,15 @@ class BayesianGaussianMixture(GaussianMixture):
                  weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
                  degrees_of_freedom_prior=None, covariance_prior=None, random_state=None, warm_start=False, verbose=0,
                  verbose_interval=10):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
+        super().__init__(n_components, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar,
+                         max_iter=max_iter, n_init=n_init, init_params=init_params, random_state=random_state,
+                         warm_start=warm_start, verbose=verbose, verbose_interval=verbose_interval)
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior
         self.mean_precision_prior = mean_precision_prior
         self.mean_prior = mean_prior
         self.degrees_of_freedom_prior = degrees_of_freedom_prior
         self.covariance_prior = covariance_prior
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-
-    weights_init = means_init = precisions_init = missing = None  # GaussianMixture's options it does not have
 
     def _prior(self):
         return VBPrior(self.weight_concentration_prior_type, self.weight_concentration_prior, self.mean_precision_prior,
@@ -151,7 +141,7 @@ class BayesianGaussianMixture(GaussianMixture):
         dof = np.asarray(p.degrees_of_freedom)
         self.degrees_of_freedom_ = float(dof) if dof.ndim == 0 else dof
         self.precisions_cholesky_ = np.asarray(p.prec_chol)
-        cov, prec = _covariances_and_precisions(to_device(p.prec_chol), self.covariance_type)
+        cov, prec = covariances_and_precisions(to_device(p.prec_chol), self.covariance_type)
         self.covariances_, self.precisions_ = np.asarray(cov), np.asarray(prec)
         w = np.asarray(mixture_weights(jax.tree.map(to_device, p)), np.float64)
         self.weights_ = (w / w.sum()).astype(self.means_.dtype)
