@@ -27,10 +27,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gmm_jax.clustering import KMeansResult, kmeans_block_size, kmeans_body
-from gmm_jax.config import Config, resolve_config
+from gmm_jax.config import HIGHEST, Config, resolve_config
 from gmm_jax.loop import FitResult, fit_body, key_batch
 from gmm_jax.rows import resolve_block_size
 from gmm_jax.validation import as_data, as_sample_weight, check_n_samples, validate_fit, validate_kmeans
+from gmm_jax.variational import VBParams, VBPrior, vb_prior_from_moments
 
 SHARDED_INITS = ("kmeans", "k-means++")
 
@@ -138,14 +139,36 @@ def _check_axis(mesh: Mesh, axis_name: str) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _fit_program(mesh, axis_name, n_components, covariance_type, init, max_iter, block_size, weighted, config):
-    def body(keys, X, w, mask, init_params, tol, reg_covar):
+    def body(keys, X, w, mask, init_params, tol, reg_covar, prior):
         return fit_body(keys, X, w, init_params, tol, reg_covar, n_components=n_components,
                         covariance_type=covariance_type, init=init, max_iter=max_iter, block_size=block_size,
-                        mask=mask, axis_name=axis_name, weighted=weighted, config=config)
+                        mask=mask, axis_name=axis_name, weighted=weighted, config=config, prior=prior)
 
     row = P(axis_name)
-    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), row, row, row, P(), P(), P()), out_specs=P(),
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(), row, row, row, P(), P(), P(), P()), out_specs=P(),
                                  check_vma=False))
+
+
+@jax.jit
+def _row_moments(X, mask):
+    """(mean, unbiased covariance) of the real rows of sharded data (the padding rows masked out)."""
+    n = jnp.sum(mask)
+    mean = jnp.sum(mask[:, None] * X, axis=0) / n
+    xc = (X - mean) * mask[:, None]
+    return mean, jnp.matmul(xc.T, xc, precision=HIGHEST) / jnp.maximum(n - 1, 1)
+
+
+def _variational_prior(rows, variational, init_params, init, n_components, covariance_type, tol):
+    """(init_params, the prior's arrays, tol per unit of weight) of a sharded variational fit."""
+    if not isinstance(variational, VBPrior):
+        raise ValueError(f"variational must be a gmm_jax.VBPrior, got {type(variational).__name__}")
+    if init_params is not None and not isinstance(init_params, VBParams):
+        raise ValueError(f"variational: init_params must be VBParams, got {type(init_params).__name__}")
+    dtype = rows.X.dtype
+    mean, cov = (np.asarray(a, np.float64) for a in _row_moments(rows.X, rows.mask))
+    prior = vb_prior_from_moments(variational, mean, cov, n_components, covariance_type, dtype)
+    init_params = None if init_params is None else jax.tree.map(lambda a: jnp.asarray(a, dtype), init_params)
+    return init_params, prior, tol / float(jnp.sum(rows.weight))
 
 
 def fit_sharded(
@@ -165,6 +188,7 @@ def fit_sharded(
     sample_weight=None,
     block_size: int | None = None,
     config: Config | None = None,
+    variational: VBPrior | None = None,
 ) -> FitResult:
     """:func:`gmm_jax.fit` with the rows sharded over a mesh axis (one device per shard; restarts run on every
     device over its rows).
@@ -176,6 +200,8 @@ def fit_sharded(
         ``sample_weight`` are then taken from it).
       mesh, axis_name: the mesh and its row axis (default: all devices, axis "data").
       init: 'kmeans' or 'k-means++' (global draws, the same as :func:`gmm_jax.fit`), or ``init_params``.
+      variational: a :class:`gmm_jax.VBPrior`: variational Bayes as :func:`gmm_jax.fit` runs it (``init_params``
+        then ``VBParams``); the prior's data-dependent defaults from the sharded rows (unweighted, as ``fit``).
       Other arguments: as :func:`gmm_jax.fit`.
 
     Returns:
@@ -189,16 +215,23 @@ def fit_sharded(
     # validate the options (and init_params) on a small stand-in of the data's width and dtype: the rows themselves
     # were checked by shard_rows / shard_process_rows
     stand_in = np.zeros((n_components, d), rows.X.dtype)
-    _, _, init_params = validate_fit(stand_in, n_components, covariance_type, init, init_params, max_iter, tol,
-                                     reg_covar, None, n_restarts)
+    _, _, checked = validate_fit(stand_in, n_components, covariance_type, init,
+                                 None if variational is not None else init_params, max_iter, tol, reg_covar, None,
+                                 n_restarts)
     check_n_samples(rows.n, n_components, "n_components")
+    prior = None
+    if variational is None:
+        init_params = checked
+    else:
+        init_params, prior, tol = _variational_prior(rows, variational, init_params, init, n_components,
+                                                     covariance_type, tol)
     cfg = resolve_config(config)
     bs = resolve_block_size(block_size, rows.rows_per_device, n_components, d, config=cfg)
     prog = _fit_program(rows.mesh, rows.axis_name, n_components, covariance_type,
                         init if init_params is None else "explicit", max_iter, bs, rows.weighted, cfg)
     dtype = rows.X.dtype
     return prog(keys, rows.X, rows.weight, rows.mask, init_params, jnp.asarray(tol, dtype),
-                jnp.asarray(reg_covar, dtype))
+                jnp.asarray(reg_covar, dtype), prior)
 
 
 @functools.lru_cache(maxsize=64)

@@ -28,6 +28,7 @@ from gmm_jax.params import GMMParams, check_covariance_type
 from gmm_jax.rows import default_block_size
 from gmm_jax.stats import SuffStats, add_stats, m_step, recenter_stats
 from gmm_jax.validation import as_data, check_nonneg_float, check_positive_int, model_params
+from gmm_jax.variational import VBParams, VBPrior, effective_params, lower_bound, resp_entropy, vb_m_step, vb_prior_from_moments
 
 
 def _batch_pass(x, shift, params: GMMParams, covariance_type: str, config: Config):
@@ -128,7 +129,7 @@ def _check_options(init_params, covariance_type: str, reg_covar):
 
 def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParams, *, covariance_type: str = "full",
                max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6,
-               config: Config | None = None) -> StreamResult:
+               config: Config | None = None, variational: VBPrior | None = None) -> StreamResult:
     """Exact EM over batches until the mean log-likelihood changes by less than ``tol``.
 
     Args:
@@ -138,6 +139,10 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
       init_params: initial ``GMMParams`` (e.g. :func:`gmm_jax.initialize` on a subsample), checked as
         :func:`gmm_jax.fit` checks them.
       covariance_type, max_iter, tol, reg_covar, config: as :func:`gmm_jax.fit`.
+      variational: a :class:`gmm_jax.VBPrior`: variational Bayes (:mod:`gmm_jax.variational`), ``init_params``
+        then :class:`gmm_jax.VBParams` (e.g. ``gmm_jax.fit(..., variational=..., max_iter=0)`` on a subsample); a
+        first pass over the batches computes the prior's data-dependent defaults; ``trace`` holds the lower bound
+        per point and ``tol`` applies to the total, as in :func:`gmm_jax.fit`.
 
     Returns:
       :class:`StreamResult` (params, trace, n_iter, converged, finite).
@@ -149,37 +154,73 @@ def fit_stream(batches: Callable[[], Iterable] | Iterable, init_params: GMMParam
     cfg = resolve_config(config)
     check_positive_int(max_iter, "max_iter")
     check_nonneg_float(tol, "tol")
-    init_params = _check_options(init_params, covariance_type, reg_covar)
+    prior = None
+    if variational is None:
+        init_params = _check_options(init_params, covariance_type, reg_covar)
+        shift = reference_point(init_params)
+    else:
+        init_params, prior = _variational_setup(batches, init_params, variational, covariance_type, reg_covar)
+        shift = reference_point(effective_params(init_params))
+        prior = prior._replace(mean=prior.mean - shift)
     dtype = init_params.means.dtype
     d = init_params.means.shape[1]
-    shift = reference_point(init_params)
     params = init_params._replace(means=init_params.means - shift)
     trace = []
     prev = -np.inf
     converged = False
     finite = True
     for it in range(max_iter):
+        pp = params if prior is None else effective_params(params)  # variational Bayes: its E-step's Gaussians
         stats, ll, n = None, 0.0, 0
         for i, xb in enumerate(batches() if callable(batches) else batches):
             xb = _batch(xb, i, d, dtype, check_values=it == 0)
-            s, l_b = _batch_pass(xb, shift, params, covariance_type, cfg)
+            s, l_b = _batch_pass(xb, shift, pp, covariance_type, cfg)
             stats = s if stats is None else add_stats(stats, s)
             ll = ll + l_b  # summed on the device: no synchronisation per batch
             n += xb.shape[0]
         if stats is None:
             raise ValueError("batches produced no data")
-        mean_ll = float(ll) / n
-        new = m_step(stats, params.means, covariance_type, reg_covar)
-        if not (np.isfinite(mean_ll) and bool(all_finite(new))):
+        if prior is None:
+            new = m_step(stats, params.means, covariance_type, reg_covar)
+            value = float(ll)
+        else:
+            new = vb_m_step(stats, pp.means, covariance_type, reg_covar, prior)
+            value = float(lower_bound(new, resp_entropy(stats, pp, ll, covariance_type), covariance_type))
+        if not (np.isfinite(value) and bool(all_finite(new))):
             finite = False
             break
-        trace.append(mean_ll)
+        trace.append(value / n)
         params = new
-        if abs(mean_ll - prev) < tol:
+        if abs(value / n - prev) < tol if prior is None else abs(value - prev) < tol:  # VB: the total, as fit
             converged = True
             break
-        prev = mean_ll
+        prev = value / n if prior is None else value
     return StreamResult(params._replace(means=params.means + shift), np.asarray(trace), len(trace), converged, finite)
+
+
+def _variational_setup(batches, init_params, variational, covariance_type: str, reg_covar):
+    """(the VB initial parameters as device arrays, the prior's arrays from one pass over the batches: the data's
+    mean and unbiased covariance, accumulated in float64 about the first batch's mean)."""
+    check_covariance_type(covariance_type)
+    check_nonneg_float(reg_covar, "reg_covar")
+    if not isinstance(variational, VBPrior) or not isinstance(init_params, VBParams):
+        raise ValueError("variational: give a gmm_jax.VBPrior and VBParams init_params")
+    k, d = np.shape(init_params.means)
+    dtype = np.asarray(init_params.means).dtype
+    n, c, s1, s2 = 0, None, np.zeros(d), np.zeros((d, d))
+    for i, xb in enumerate(batches() if callable(batches) else batches):
+        x = np.asarray(as_data(xb, f"batch {i}"), np.float64)
+        if x.shape[1] != d:
+            raise ValueError(f"batch {i} has {x.shape[1]} features, but the initial parameters have {d}")
+        c = x.mean(axis=0) if c is None else c
+        xc = x - c
+        n, s1, s2 = n + x.shape[0], s1 + xc.sum(axis=0), s2 + xc.T @ xc
+    if n == 0:
+        raise ValueError("batches produced no data")
+    mean = s1 / n
+    cov = (s2 - n * np.outer(mean, mean)) / (n - 1) if n > 1 else np.eye(d)
+    prior = vb_prior_from_moments(variational, c + mean, cov, k, covariance_type, dtype)
+    return jax.tree.map(lambda a: to_device(a, dtype), init_params), prior
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "config"))

@@ -106,7 +106,16 @@ def is_vb(params) -> bool:
 def resolve_vb_prior(prior: VBPrior, X, n_components: int, covariance_type: str, dtype) -> VBPriorArrays:
     """The prior's defaults from X (host; ValueError names a bad field), as scikit-learn computes them."""
     x = np.asarray(X, np.float64)
-    n, d = x.shape
+    cov = np.atleast_2d(np.cov(x.T)) if x.shape[0] > 1 else np.eye(x.shape[1])
+    return vb_prior_from_moments(prior, x.mean(axis=0), cov, n_components, covariance_type, dtype)
+
+
+def vb_prior_from_moments(prior: VBPrior, mean, cov, n_components: int, covariance_type: str,
+                          dtype) -> VBPriorArrays:
+    """:func:`resolve_vb_prior` from the data's mean (D,) and unbiased covariance (D, D) (streamed data: one pass
+    accumulates them)."""
+    mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+    d = mean.shape[0]
     if prior.weight_concentration_prior_type not in WEIGHT_PRIORS:
         raise ValueError(f"weight_concentration_prior_type must be one of {WEIGHT_PRIORS}, got "
                          f"{prior.weight_concentration_prior_type!r}")
@@ -115,23 +124,23 @@ def resolve_vb_prior(prior: VBPrior, X, n_components: int, covariance_type: str,
     if not (alpha > 0 and beta > 0 and np.isfinite(alpha) and np.isfinite(beta)):
         raise ValueError(f"weight_concentration_prior and mean_precision_prior must be finite and > 0, got {alpha}, "
                          f"{beta}")
-    m0 = x.mean(axis=0) if prior.mean_prior is None else np.asarray(prior.mean_prior, np.float64)
+    m0 = mean if prior.mean_prior is None else np.asarray(prior.mean_prior, np.float64)
     if m0.shape != (d,) or not np.all(np.isfinite(m0)):
         raise ValueError(f"mean_prior must be a finite ({d},) array, got shape {m0.shape}")
     dof = float(d) if prior.degrees_of_freedom_prior is None else float(prior.degrees_of_freedom_prior)
     if not dof > d - 1.0:
         raise ValueError(f"degrees_of_freedom_prior should be greater than {d - 1}, got {dof:.3f}")
-    cov = _covariance_prior(prior.covariance_prior, x, covariance_type)
+    c = _covariance_prior(prior.covariance_prior, cov, covariance_type)
     cls = DPPriorArrays if prior.weight_concentration_prior_type == "dirichlet_process" else VBPriorArrays
-    return cls(*(to_device(a, dtype) for a in (alpha, beta, m0, dof, cov)))
+    return cls(*(to_device(a, dtype) for a in (alpha, beta, m0, dof, c)))
 
 
-def _covariance_prior(value, x, covariance_type: str):
-    d = x.shape[1]
+def _covariance_prior(value, data_cov, covariance_type: str):
+    d = data_cov.shape[0]
     if value is None:
-        var = np.var(x, axis=0, ddof=1) if x.shape[0] > 1 else np.ones(d)
+        var = np.diagonal(data_cov)
         if covariance_type in ("full", "tied"):
-            return np.atleast_2d(np.cov(x.T)) if x.shape[0] > 1 else np.eye(d)
+            return data_cov
         return var if covariance_type == "diag" else var.mean()
     c = np.asarray(value, np.float64)
     want = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
@@ -293,4 +302,4 @@ def point_params(vb: VBParams) -> GMMParams:
 __all__ = ["DPPriorArrays", "VBParams", "VBPrior", "VBPriorArrays", "WEIGHT_PRIORS", "check_variational",
            "effective_params", "expected_log_det", "expected_log_weights", "is_dirichlet_process", "is_vb",
            "log_wishart_norm", "lower_bound", "mixture_weights", "point_params", "resolve_vb_prior", "resp_entropy",
-           "vb_m_step"]
+           "vb_m_step", "vb_prior_from_moments"]

@@ -96,6 +96,13 @@ def main():
                     config=cfg)
     out["fit_tied_product"] = {"rel": params_rel(a.all_params, b.all_params), "ll": rel(a.log_likelihood,
                                b.log_likelihood), "n_iter": [a.n_iter.tolist(), b.n_iter.tolist()]}
+    # variational Bayes (Dirichlet process): the prior's defaults from the sharded rows, the k-means initialisation
+    vb = gmm_jax.VBPrior()
+    a = gmm_jax.fit(jax.random.key(4), X, k, variational=vb, block_size=64, max_iter=250)
+    b = fit_sharded(jax.random.key(4), rows, k, variational=vb, block_size=64, max_iter=250)
+    out["fit_variational"] = {"rel": params_rel(jax.tree.leaves(a.params), jax.tree.leaves(b.params)),
+                              "lb": rel(a.lower_bound, b.lower_bound), "n_iter": [a.n_iter.tolist(), b.n_iter.tolist()],
+                              "converged": bool(b.converged[0])}
     # K-means: k-means++ restarts, and explicit centres that empty a cluster (relocation across devices)
     a = gmm_jax.kmeans(jax.random.key(2), X, 5, n_restarts=3, block_size=64)
     b = kmeans_sharded(jax.random.key(2), rows, 5, n_restarts=3, block_size=64)

@@ -92,6 +92,14 @@ def test_four_devices_weights_and_float32(mesh_results):
     assert r["dtype"] == "float32" and r["rel"] <= 1e-5, r
 
 
+def test_four_devices_variational_fit_equals_one_device(mesh_results):
+    """Variational Bayes sharded (the prior's defaults from the sharded rows, K-means start, the bound's entropy
+    from the device-summed statistics) runs the one-device fit's iterations."""
+    r = mesh_results["fit_variational"]
+    assert r["converged"] and r["n_iter"][0] == r["n_iter"][1], r
+    assert r["rel"] <= 1e-10 and r["lb"] <= 1e-10, r
+
+
 def test_four_devices_kmeans_equals_one_device(mesh_results):
     r = mesh_results["kmeans"]
     assert r["rel"] <= 1e-10 and r["inertia"] <= 1e-10 and r["labels_equal"], r

@@ -117,3 +117,25 @@ def test_stationarity_rows_can_fail():
     assert float(block_gradients(X, resp, wrong_nu, prior)["precisions"]) / scale > 1e-4
     wrong_w = good._replace(weight_concentration=good.weight_concentration - prior.alpha)
     assert float(block_gradients(X, resp, wrong_w, prior)["weights"]) / scale > 1e-4
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_streamed_variational_fit_equals_the_in_memory_fit(covariance_type):
+    """fit_stream(variational=...) over batches (the prior's defaults from its own first pass) runs the in-memory
+    fit's iterations."""
+    X = _data()
+    prior = gmm_jax.VBPrior("dirichlet_process")
+    vb0 = gmm_jax.fit(jax.random.key(2), X, K, covariance_type=covariance_type, variational=prior, max_iter=0).params
+    ref = gmm_jax.fit(jax.random.key(0), X, K, covariance_type=covariance_type, init_params=vb0, variational=prior,
+                      tol=1e-6, max_iter=200)
+    got = gmm_jax.fit_stream(gmm_jax.array_batches(X, 50), vb0, covariance_type=covariance_type, variational=prior,
+                             tol=1e-6, max_iter=200)
+    assert got.converged and got.n_iter == int(ref.n_iter[0])
+    np.testing.assert_allclose(got.trace, np.asarray(ref.trace[0])[: got.n_iter], rtol=1e-10)
+    pairs = [(got.params.means, ref.params.means), (got.params.prec_chol, ref.params.prec_chol),
+             (got.params.degrees_of_freedom, ref.params.degrees_of_freedom),
+             (got.params.weight_concentration_b, ref.params.weight_concentration_b)]
+    for a, b in pairs:
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="VBParams"):  # Gaussian initial parameters for a variational fit
+        gmm_jax.fit_stream([X], gmm_jax.initialize(jax.random.key(0), X, K), variational=prior)
