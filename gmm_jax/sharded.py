@@ -31,7 +31,7 @@ from gmm_jax.config import HIGHEST, Config, resolve_config
 from gmm_jax.loop import FitResult, fit_body, key_batch
 from gmm_jax.rows import resolve_block_size
 from gmm_jax.validation import as_data, as_sample_weight, check_n_samples, validate_fit, validate_kmeans
-from gmm_jax.variational import VBParams, VBPrior, vb_prior_from_moments
+from gmm_jax.variational import VBPrior, check_vb_inputs, vb_prior_from_moments
 
 SHARDED_INITS = ("kmeans", "k-means++")
 
@@ -160,14 +160,10 @@ def _row_moments(X, mask):
 
 def _variational_prior(rows, variational, init_params, init, n_components, covariance_type, tol):
     """(init_params, the prior's arrays, tol per unit of weight) of a sharded variational fit."""
-    if not isinstance(variational, VBPrior):
-        raise ValueError(f"variational must be a gmm_jax.VBPrior, got {type(variational).__name__}")
-    if init_params is not None and not isinstance(init_params, VBParams):
-        raise ValueError(f"variational: init_params must be VBParams, got {type(init_params).__name__}")
     dtype = rows.X.dtype
+    init_params = check_vb_inputs(variational, init_params, n_components, rows.X.shape[1], dtype)
     mean, cov = (np.asarray(a, np.float64) for a in _row_moments(rows.X, rows.mask))
     prior = vb_prior_from_moments(variational, mean, cov, n_components, covariance_type, dtype)
-    init_params = None if init_params is None else jax.tree.map(lambda a: jnp.asarray(a, dtype), init_params)
     return init_params, prior, tol / float(jnp.sum(rows.weight))
 
 

@@ -28,7 +28,15 @@ from gmm_jax.params import GMMParams, check_covariance_type
 from gmm_jax.rows import default_block_size
 from gmm_jax.stats import SuffStats, add_stats, m_step, recenter_stats
 from gmm_jax.validation import as_data, check_nonneg_float, check_positive_int, model_params
-from gmm_jax.variational import VBParams, VBPrior, effective_params, lower_bound, resp_entropy, vb_m_step, vb_prior_from_moments
+from gmm_jax.variational import (
+    VBPrior,
+    check_vb_inputs,
+    effective_params,
+    lower_bound,
+    resp_entropy,
+    vb_m_step,
+    vb_prior_from_moments,
+)
 
 
 def _batch_pass(x, shift, params: GMMParams, covariance_type: str, config: Config):
@@ -203,10 +211,9 @@ def _variational_setup(batches, init_params, variational, covariance_type: str, 
     mean and unbiased covariance, accumulated in float64 about the first batch's mean)."""
     check_covariance_type(covariance_type)
     check_nonneg_float(reg_covar, "reg_covar")
-    if not isinstance(variational, VBPrior) or not isinstance(init_params, VBParams):
-        raise ValueError("variational: give a gmm_jax.VBPrior and VBParams init_params")
-    k, d = np.shape(init_params.means)
-    dtype = np.asarray(init_params.means).dtype
+    k, d = np.shape(getattr(init_params, "means", np.zeros((0, 0))))
+    dtype = np.asarray(getattr(init_params, "means", np.zeros(0))).dtype
+    init_params = check_vb_inputs(variational, init_params, k, d, dtype, required=True)
     n, c, s1, s2 = 0, None, np.zeros(d), np.zeros((d, d))
     for i, xb in enumerate(batches() if callable(batches) else batches):
         x = np.asarray(as_data(xb, f"batch {i}"), np.float64)
@@ -220,7 +227,7 @@ def _variational_setup(batches, init_params, variational, covariance_type: str, 
     mean = s1 / n
     cov = (s2 - n * np.outer(mean, mean)) / (n - 1) if n > 1 else np.eye(d)
     prior = vb_prior_from_moments(variational, c + mean, cov, k, covariance_type, dtype)
-    return jax.tree.map(lambda a: to_device(a, dtype), init_params), prior
+    return init_params, prior
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "config"))

@@ -155,22 +155,30 @@ def _covariance_prior(value, data_cov, covariance_type: str):
     return c
 
 
-def check_variational(variational, init_params, X, w, n_components: int, covariance_type: str, init: str, tol):
-    """(the prior's arrays, VBParams or None, tol per unit of weight) of a variational fit, checked on the host."""
+def check_vb_inputs(variational, init_params, n_components: int, n_features: int, dtype, required: bool = False):
+    """``variational`` a :class:`VBPrior`, ``init_params`` None (unless ``required``) or :class:`VBParams` of K
+    components and D features (ValueError names the problem); returns ``init_params`` as device arrays of ``dtype``
+    (the fit, the streamed and the sharded fit check through here)."""
     if not isinstance(variational, VBPrior):
         raise ValueError(f"variational must be a gmm_jax.VBPrior, got {type(variational).__name__}")
+    if init_params is None and not required:
+        return None
+    if not isinstance(init_params, VBParams):
+        raise ValueError(f"variational: init_params must be VBParams, got {type(init_params).__name__}")
+    if np.shape(init_params.means) != (n_components, n_features):
+        raise ValueError(f"init_params.means must have shape {(n_components, n_features)}, got "
+                         f"{np.shape(init_params.means)}")
+    return jax.tree.map(lambda a: to_device(a, dtype), init_params)
+
+
+def check_variational(variational, init_params, X, w, n_components: int, covariance_type: str, init: str, tol):
+    """(the prior's arrays, VBParams or None, tol per unit of weight) of a variational fit, checked on the host."""
+    init_params = check_vb_inputs(variational, init_params, n_components, X.shape[1], X.dtype)
     if any_traced(X, w):
         raise ValueError("variational: the prior's defaults are computed from X on the host; call fit outside jit")
     if init_params is None and init == "random_from_data":
         raise ValueError("variational: init='random_from_data' is not supported; use 'kmeans', 'k-means++', 'random' "
                          "or explicit VBParams")
-    if init_params is not None:
-        if not isinstance(init_params, VBParams):
-            raise ValueError(f"variational: init_params must be VBParams, got {type(init_params).__name__}")
-        if np.shape(init_params.means) != (n_components, X.shape[1]):
-            raise ValueError(f"init_params.means must have shape {(n_components, X.shape[1])}, got "
-                             f"{np.shape(init_params.means)}")
-        init_params = jax.tree.map(lambda a: to_device(a, X.dtype), init_params)
     arrays = resolve_vb_prior(variational, X, n_components, covariance_type, X.dtype)
     total = X.shape[0] if w is None else float(np.sum(np.asarray(w)))
     return arrays, init_params, tol / total
@@ -299,7 +307,7 @@ def point_params(vb: VBParams) -> GMMParams:
     return GMMParams(jnp.log(mixture_weights(vb)), vb.means, vb.prec_chol)
 
 
-__all__ = ["DPPriorArrays", "VBParams", "VBPrior", "VBPriorArrays", "WEIGHT_PRIORS", "check_variational",
+__all__ = ["DPPriorArrays", "VBParams", "VBPrior", "VBPriorArrays", "WEIGHT_PRIORS", "check_variational", "check_vb_inputs",
            "effective_params", "expected_log_det", "expected_log_weights", "is_dirichlet_process", "is_vb",
            "log_wishart_norm", "lower_bound", "mixture_weights", "point_params", "resolve_vb_prior", "resp_entropy",
            "vb_m_step", "vb_prior_from_moments"]
